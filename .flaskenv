@@ -1,0 +1,2 @@
+FLASK_APP=fitkart_server
+FLASK_RUN_PORT=5000

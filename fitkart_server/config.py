@@ -1,0 +1,47 @@
+"""Settings read from the environment (and `.env`), each with a default."""
+
+import os
+
+from dotenv import load_dotenv
+
+# `.env` beside the working directory fills in what the environment leaves unset.
+load_dotenv()
+
+DEFAULT_CORS_ORIGINS = "http://localhost:8080,http://127.0.0.1:8080"
+DECIMAL_MODES = ("decimal128", "double", "string")
+
+
+def _int(name: str, default: int) -> int:
+    """Read an integer setting, naming the setting when it is not one."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _list(name: str, default: str) -> list[str]:
+    """Read a comma-separated setting as a list of non-empty items."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+class Config:
+    """Default settings; `instance/config.py` and the test dict override them."""
+
+    # None means "not configured": the server then looks for a local MongoDB and
+    # falls back to the embedded store only if nothing answers.
+    FITKART_MONGODB_URI = os.environ.get("FITKART_MONGODB_URI") or None
+    FITKART_CORS_ORIGINS = _list("FITKART_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
+    FITKART_MAX_BATCH = _int("FITKART_MAX_BATCH", 1000)
+    FITKART_DECIMAL_MODE = os.environ.get("FITKART_DECIMAL_MODE", "decimal128").strip().lower()
+    FITKART_TOMBSTONE_DAYS = _int("FITKART_TOMBSTONE_DAYS", 30)
+    FITKART_DB_TIMEOUT_MS = _int("FITKART_DB_TIMEOUT_MS", 2000)
+    MAX_CONTENT_LENGTH = _int("FITKART_MAX_CONTENT_LENGTH", 1024 * 1024)
+
+    API_TITLE = "FitKart Sync"
+    API_VERSION = "1.0.0"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api"
+    OPENAPI_JSON_PATH = "openapi.json"

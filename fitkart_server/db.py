@@ -1,0 +1,230 @@
+"""The MongoDB connection: created lazily per process, indexes made once, `init-db`."""
+
+import logging
+import os
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+import mongomock
+import pymongo
+from bson import Decimal128
+from flask import Flask, current_app
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from .documents import Reject, Tombstone
+from .engine import SyncEngine
+from .entities import ENTITIES
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+LOCAL_URI = "mongodb://localhost:27017/database"
+DEFAULT_DATABASE = "database"
+# FerretDB answers "not implemented" for TTL indexes on its SQLite backend.
+NOT_IMPLEMENTED = 238
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot serve requests now: unreachable, or set up wrongly."""
+
+
+def database_name(uri: str) -> str:
+    """The database a MongoDB URI names, `database` when it names none."""
+    path = urlsplit(uri).path.lstrip("/")
+    return path or DEFAULT_DATABASE
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced, fit for logs and the status page."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def local_mongodb_answers(timeout: float = 0.3) -> bool:
+    """Whether anything accepts connections on localhost:27017."""
+    try:
+        with socket.create_connection(("localhost", 27017), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Store:
+    """One app's database: a client per process (fork-safe), prepared on first use."""
+
+    def __init__(self, uri: str, *, timeout_ms: int, decimal_mode: str, tombstone_days: int) -> None:
+        self.uri = uri
+        self.embedded = uri == EMBEDDED
+        self.timeout_ms = timeout_ms
+        self.decimal_mode = decimal_mode
+        self.tombstone_days = tombstone_days
+        self._pid: int | None = None
+        self._client = None
+        self._prepared = False
+        self._problem: str | None = None
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, without secrets."""
+        return "embedded in-process store (nothing is persisted)" if self.embedded else redact_uri(self.uri)
+
+    def client(self):
+        """This process's client; a forked worker makes its own instead of sharing one."""
+        if self._pid != os.getpid():
+            self._client = self._new_client()
+            self._pid = os.getpid()
+            self._prepared = False
+        return self._client
+
+    def _new_client(self):
+        """A client with short timeouts, so an absent database costs ~2 s, not minutes."""
+        if self.embedded:
+            return mongomock.MongoClient(tz_aware=True)
+        options = {"tz_aware": True, "uuidRepresentation": "standard", "appname": "fitkart-sync"}
+        lowered = self.uri.lower()
+        for name in ("serverSelectionTimeoutMS", "connectTimeoutMS"):
+            if name.lower() not in lowered:  # a timeout written in the URI wins
+                options[name] = self.timeout_ms
+        if "sockettimeoutms" not in lowered:
+            options["socketTimeoutMS"] = max(self.timeout_ms * 5, 10_000)
+        return pymongo.MongoClient(self.uri, **options)
+
+    def database(self) -> Database:
+        """The prepared database; raises DatabaseUnavailable when it cannot serve."""
+        database = self.client()[DEFAULT_DATABASE if self.embedded else database_name(self.uri)]
+        if not self._prepared:
+            try:
+                self.prepare(database)
+            except ConnectionFailure as error:
+                raise DatabaseUnavailable(f"database unreachable: {error.__class__.__name__}") from error
+        if self._problem:
+            raise DatabaseUnavailable(self._problem)
+        return database
+
+    def engine(self) -> SyncEngine:
+        """The sync engine over this database."""
+        return SyncEngine(self.database(), decimal_mode=self.decimal_mode,
+                          tombstone_days=self.tombstone_days)
+
+    def prepare(self, database: Database) -> None:
+        """Create indexes (idempotent) and check the database can store what is configured."""
+        for document in (*(entity.document for entity in ENTITIES), Reject, Tombstone):
+            collection = database[document._get_collection_name()]
+            for spec in document._meta["index_specs"]:
+                options = {k: v for k, v in spec.items() if k != "fields" and v}
+                collection.create_index(spec["fields"], **options)
+        self._create_tombstone_ttl(database)
+        self._problem = self._decimal_problem(database)
+        if self._problem:
+            log.error(self._problem)
+        self._prepared = True
+
+    def _create_tombstone_ttl(self, database: Database) -> None:
+        """Let the database expire old tombstones where it can (lookups ignore them anyway)."""
+        tombstones = database[Tombstone._get_collection_name()]
+        seconds = self.tombstone_days * 86400
+        try:
+            tombstones.create_index("deleted_at", expireAfterSeconds=seconds, name="deleted_at_ttl")
+        except OperationFailure as error:
+            if error.code == NOT_IMPLEMENTED:
+                log.warning("This database has no TTL indexes: expired tombstones stay stored, "
+                            "though they no longer block writes.")
+                tombstones.create_index("deleted_at", name="deleted_at_ttl")
+            elif "already exists" in str(error) or error.code in (85, 86):
+                # The lifetime changed: MongoDB updates a TTL in place with collMod.
+                database.command("collMod", tombstones.name, index={
+                    "name": "deleted_at_ttl", "expireAfterSeconds": seconds})
+            else:
+                raise
+
+    def _decimal_problem(self, database: Database) -> str | None:
+        """Why FITKART_DECIMAL_MODE=decimal128 cannot work here, or None when it can."""
+        if self.decimal_mode != "decimal128" or self.embedded:
+            return None
+        probe = database["sync_capabilities"]
+        try:
+            probe.replace_one({"_id": "decimal128"}, {"_id": "decimal128", "value": Decimal128("0.01")},
+                              upsert=True)
+            probe.delete_one({"_id": "decimal128"})
+            return None
+        except PyMongoError as error:
+            database.client.admin.command("ping")  # still reachable: the value was the problem
+            return ("FITKART_DECIMAL_MODE is decimal128, but this database cannot store Decimal128 "
+                    f"values ({_short(error)}). Set FITKART_DECIMAL_MODE=double or "
+                    "FITKART_DECIMAL_MODE=string.")
+
+    def close(self) -> None:
+        """Close this process's client (a later call opens a new one)."""
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client, self._pid = None, None
+
+    def ping(self) -> None:
+        """Ask the database to answer; raises DatabaseUnavailable when it does not."""
+        database = self.database()
+        try:
+            database.client.admin.command("ping")
+        except ConnectionFailure as error:
+            raise DatabaseUnavailable(f"database unreachable: {error.__class__.__name__}") from error
+
+
+def _short(error: Exception) -> str:
+    """The first line of a driver error, without its full server reply."""
+    return str(error).split(", full error:")[0].split(" (configured timeouts")[0]
+
+
+def get_store() -> Store:
+    """The current app's store."""
+    return current_app.extensions["fitkart_store"]
+
+
+def get_engine() -> SyncEngine:
+    """The sync engine for the current app."""
+    return get_store().engine()
+
+
+def choose_uri(configured: str | None) -> str:
+    """The URI to use: the configured one, else a local MongoDB, else the embedded store."""
+    if configured:
+        return configured
+    if local_mongodb_answers():
+        return LOCAL_URI
+    return EMBEDDED
+
+
+def init_app(app: Flask) -> None:
+    """Attach the store to the app, register `flask fitkart init-db`, say where data goes."""
+    uri = choose_uri(app.config["FITKART_MONGODB_URI"])
+    store = Store(uri, timeout_ms=app.config["FITKART_DB_TIMEOUT_MS"],
+                  decimal_mode=app.config["FITKART_DECIMAL_MODE"],
+                  tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"])
+    app.extensions["fitkart_store"] = store
+    if store.embedded:
+        origin = "FITKART_MONGODB_URI=embedded" if app.config["FITKART_MONGODB_URI"] else (
+            "FITKART_MONGODB_URI is not set and nothing answers on localhost:27017")
+        app.logger.warning("EMBEDDED MODE (%s): data lives in this process only and is lost "
+                           "when it stops. Set FITKART_MONGODB_URI to keep it.", origin)
+    else:
+        app.logger.info("Mirroring into %s", store.description)
+    app.cli.add_command(fitkart_cli)
+
+
+@click.group("fitkart")
+def fitkart_cli() -> None:
+    """FitKart Sync commands."""
+
+
+@fitkart_cli.command("init-db")
+def init_db_command() -> None:
+    """Create the collections' indexes (safe to run again)."""
+    store = get_store()
+    try:
+        store.database()
+    except DatabaseUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Indexes ready in {store.description}.")

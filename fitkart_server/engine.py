@@ -1,0 +1,327 @@
+"""The sync engine: one set of write rules for every table and every source of writes.
+
+Plain Python over pymongo, with no Flask in it: the HTTP routes, the batch endpoint and
+the CLI all call it. Rules (each has tests): validate, merge only the fields sent,
+refuse stale versions, remember deletes in tombstones, keep every refused write in
+`sync_rejects`, and make every request safe to replay.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from bson import Decimal128, ObjectId
+from bson.errors import InvalidDocument
+from marshmallow import ValidationError
+from pymongo import UpdateOne
+from pymongo.database import Database
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, WriteError
+
+from .documents import PROVENANCE_FIELD, Reject, Tombstone
+from .entities import BY_COLLECTION, Entity
+from .schemas import Money
+
+REJECT_PAYLOAD_LIMIT = 64 * 1024
+# Optimistic writes retry when another writer got in between; this many is plenty.
+MAX_ATTEMPTS = 10
+OPERATIONS = ("upsert", "delete")
+MISSING = "Missing data for required field."
+
+
+def utc_now() -> datetime:
+    """The current time as a BSON date holds it: UTC, milliseconds."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class RecordRejected(Exception):
+    """A write the engine refused; already recorded in `sync_rejects`."""
+
+    def __init__(self, message: str, errors: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+
+@dataclass(frozen=True)
+class UpsertOutcome:
+    """What an upsert did (`created`, `updated`, `unchanged`, `stale`) and the stored record."""
+
+    result: str
+    record: dict | None
+
+
+class SyncEngine:
+    """Applies upserts and deletes to the mirror with the same rules for every table."""
+
+    def __init__(self, database: Database, *, decimal_mode: str = "decimal128",
+                 tombstone_days: int = 30) -> None:
+        self.database = database
+        self.decimal_mode = decimal_mode
+        self.tombstone_lifetime = timedelta(days=tombstone_days)
+        self.tombstones = database[Tombstone._get_collection_name()]
+        self.rejects = database[Reject._get_collection_name()]
+
+    # -- upserts -----------------------------------------------------------------
+
+    def upsert_record(self, entity: Entity, payload, *, source: str = "client",
+                      route: str | None = None) -> UpsertOutcome:
+        """Create or merge one record by its key; refuse stale versions."""
+        reject = _Rejecter(self, entity, "upsert", source, route, payload)
+        try:
+            values = entity.schema.load(payload, partial=True)
+        except ValidationError as error:
+            raise reject("Invalid record.", _field_errors(error)) from None
+        missing_key = [name for name in entity.key if name not in values]
+        if missing_key:
+            raise reject("The record lacks its key.", {name: [MISSING] for name in missing_key})
+        values = self._to_storage(entity, values)
+        collection = self.database[entity.collection]
+        key_filter = {name: values[name] for name in entity.key}
+        for _ in range(MAX_ATTEMPTS):
+            current = collection.find_one(key_filter)
+            if current is None:
+                outcome = self._insert(entity, values, source, reject)
+            else:
+                outcome = self._update(entity, current, values, source, reject)
+            if outcome is not None:
+                return outcome
+        raise reject("Too many concurrent writes to this record; try again.")
+
+    def _insert(self, entity: Entity, values: dict, source: str, reject) -> UpsertOutcome | None:
+        """Insert a new record; None when another writer created it first."""
+        if self._is_tombstoned(entity, values):
+            return UpsertOutcome("stale", None)
+        missing = [name for name in entity.required_on_create if name not in values]
+        if missing:
+            raise reject("A new record needs every NOT NULL column that has no default.",
+                         {name: [MISSING] for name in missing})
+        document = {**self._to_storage(entity, entity.insert_defaults), **values,
+                    PROVENANCE_FIELD: _provenance(source, 1)}
+        try:
+            self.database[entity.collection].insert_one(document)
+        except DuplicateKeyError as error:
+            key_filter = {name: values[name] for name in entity.key}
+            if self.database[entity.collection].find_one(key_filter, {"_id": 1}) is not None:
+                return None  # lost the race to create it: merge into the winner instead
+            raise reject("Another record already holds a unique value of this one.",
+                         _duplicate_errors(error)) from None
+        except (WriteError, InvalidDocument, DocumentTooLarge) as error:
+            raise reject(f"The database refused the record: {_reason(error)}") from None
+        return UpsertOutcome("created", self.show(entity, document))
+
+    def _update(self, entity: Entity, current: dict, values: dict, source: str,
+                reject) -> UpsertOutcome | None:
+        """Merge the sent fields into a stored record; None when it changed meanwhile."""
+        stamp_field = entity.timestamp_field
+        stamp, stored_stamp = values.get(stamp_field), current.get(stamp_field)
+        if stamp is not None and stored_stamp is not None and _utc(stamp) < _utc(stored_stamp):
+            return UpsertOutcome("stale", self.show(entity, current))
+        if values.get("id") not in (None, current.get("id")) and self._is_tombstoned(
+                entity, {"id": values["id"]}):
+            return UpsertOutcome("stale", self.show(entity, current))
+        changes = {name: value for name, value in values.items()
+                   if name not in current or current[name] != value}
+        if not changes:
+            return UpsertOutcome("unchanged", self.show(entity, current))
+        version = (current.get(PROVENANCE_FIELD) or {}).get("version")
+        provenance = _provenance(source, (version or 0) + 1)
+        # The version guard makes this a compare-and-set: no lock, a retry on a lost race.
+        guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
+        try:
+            written = self.database[entity.collection].update_one(
+                guard, {"$set": {**changes, PROVENANCE_FIELD: provenance}})
+        except DuplicateKeyError as error:
+            raise reject("Another record already holds a unique value of this one.",
+                         _duplicate_errors(error)) from None
+        except (WriteError, InvalidDocument, DocumentTooLarge) as error:
+            raise reject(f"The database refused the record: {_reason(error)}") from None
+        if written.matched_count == 0:
+            return None
+        return UpsertOutcome("updated", self.show(entity, {**current, **changes}))
+
+    def _is_tombstoned(self, entity: Entity, values: dict) -> bool:
+        """Whether a delete already removed this Supabase id, or this key after `values`' time."""
+        clauses = []
+        if values.get("id") is not None:
+            clauses.append({"id": values["id"]})  # Supabase never reuses an id
+        stamp = values.get(entity.timestamp_field)
+        if stamp is not None and all(name in values for name in entity.key):
+            clauses.append({"key": entity.key_of(values), "deleted_at": {"$gte": stamp}})
+        if not clauses:
+            return False
+        # Expired tombstones are ignored even where the database cannot expire them (FerretDB).
+        alive = {"$gt": utc_now() - self.tombstone_lifetime}
+        query = {"collection": entity.collection, "deleted_at": alive, "$or": clauses}
+        return self.tombstones.find_one(query, {"_id": 1}) is not None
+
+    # -- deletes -----------------------------------------------------------------
+
+    def delete_records(self, entity: Entity, selector, *, source: str = "client",
+                       route: str | None = None) -> int:
+        """Delete by key, by Supabase id, or every record of a user; leave tombstones."""
+        reject = _Rejecter(self, entity, "delete", source, route, selector)
+        query, exact = self._delete_query(entity, selector, reject)
+        collection = self.database[entity.collection]
+        fields = {"_id": 1, "id": 1, **{name: 1 for name in entity.key}}
+        found = list(collection.find(query, fields))
+        now = utc_now()
+        if not found:
+            if exact:
+                # Remember the delete anyway: its upsert may still be on its way.
+                key = entity.key_of(query) if all(name in query for name in entity.key) else None
+                self.tombstones.update_one(
+                    {"collection": entity.collection, "key": key, "id": query.get("id")},
+                    {"$setOnInsert": {"deleted_at": now}}, upsert=True)
+            return 0
+        # Tombstones first: if the delete then fails, a retry finds them and finishes it.
+        self.tombstones.bulk_write([
+            UpdateOne({"collection": entity.collection, "key": entity.key_of(doc),
+                       "id": doc.get("id")}, {"$set": {"deleted_at": now}}, upsert=True)
+            for doc in found], ordered=False)
+        return collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}}).deleted_count
+
+    def _delete_query(self, entity: Entity, selector, reject) -> tuple[dict, bool]:
+        """Turn a delete selector into a query, and whether it names one record."""
+        if not isinstance(selector, dict):
+            raise reject("Name the record to delete with a JSON object.")
+        wanted = {*entity.key, "id", *([entity.clear_by] if entity.clear_by else [])}
+        try:
+            values = entity.schema.load({k: v for k, v in selector.items() if k in wanted},
+                                        partial=True)
+        except ValidationError as error:
+            raise reject("Invalid delete.", _field_errors(error)) from None
+        if all(name in values for name in entity.key):
+            return {name: values[name] for name in entity.key}, True
+        if "id" in values:
+            return {"id": values["id"]}, True
+        if entity.clear_by and entity.clear_by in values:
+            return {entity.clear_by: values[entity.clear_by]}, False
+        names = " + ".join(entity.key)
+        choices = f"its key ({names}) or its id" + (
+            f", or {entity.clear_by} to clear them all" if entity.clear_by else "")
+        raise reject(f"Name the record to delete: {choices}.",
+                     {name: [MISSING] for name in entity.key})
+
+    # -- reads -------------------------------------------------------------------
+
+    def find_record(self, entity: Entity, ref: str) -> dict | None:
+        """The stored record whose ref field (key, or id for compound keys) is `ref`."""
+        document = self.database[entity.collection].find_one({entity.ref_field: ref.lower()})
+        return None if document is None else self.show(entity, document)
+
+    def list_records(self, entity: Entity, *, user_id: str | None = None, limit: int = 100,
+                     cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """One page of records in insertion order, and the cursor of the next page."""
+        query: dict = {}
+        if user_id is not None:
+            query["user_id"] = user_id.lower()
+        if cursor is not None:
+            query["_id"] = {"$gt": ObjectId(cursor)}
+        documents = list(self.database[entity.collection].find(query).sort("_id", 1).limit(limit + 1))
+        next_cursor = str(documents[limit - 1]["_id"]) if len(documents) > limit else None
+        return [self.show(entity, doc) for doc in documents[:limit]], next_cursor
+
+    def show(self, entity: Entity, document: dict) -> dict:
+        """A stored document as the JSON record clients see."""
+        return entity.schema.dump(document)
+
+    # -- batches -----------------------------------------------------------------
+
+    def apply_operation(self, operation, *, source: str = "client", route: str | None = None) -> dict:
+        """Apply one batch operation and describe its outcome as the batch endpoint returns it."""
+        if not isinstance(operation, dict):
+            raise _Rejecter(self, None, None, source, route, operation)(
+                "An operation is a JSON object.")
+        kind, name, record = (operation.get(k) for k in ("op", "collection", "record"))
+        errors = {}
+        if kind not in OPERATIONS:
+            errors["op"] = [f"Must be one of: {', '.join(OPERATIONS)}."]
+        if name not in BY_COLLECTION:
+            errors["collection"] = [f"Must be one of: {', '.join(BY_COLLECTION)}."]
+        if not isinstance(record, dict):
+            errors["record"] = ["Must be a JSON object."]
+        if errors:
+            raise _Rejecter(self, None, kind, source, route, operation)("Invalid operation.", errors)
+        entity = BY_COLLECTION[name]
+        if kind == "delete":
+            return {"deleted": self.delete_records(entity, record, source=source, route=route)}
+        outcome = self.upsert_record(entity, record, source=source, route=route)
+        return {"result": outcome.result, "record": outcome.record}
+
+    # -- storage -----------------------------------------------------------------
+
+    def _to_storage(self, entity: Entity, values: dict) -> dict:
+        """Money in the configured FITKART_DECIMAL_MODE; everything else as validated."""
+        stored = dict(values)
+        for name, field in entity.schema.fields.items():
+            if isinstance(field, Money) and isinstance(stored.get(name), Decimal):
+                stored[name] = self.store_money(stored[name])
+        return stored
+
+    def store_money(self, amount: Decimal):
+        """One amount as the configured FITKART_DECIMAL_MODE stores it."""
+        if self.decimal_mode == "double":
+            return float(amount)
+        if self.decimal_mode == "string":
+            return str(amount)
+        return Decimal128(amount)
+
+    def record_reject(self, *, reason: str, errors: dict, payload, route: str | None,
+                      collection: str | None, operation: str | None, source: str) -> None:
+        """Keep a refused write, its reason and (up to 64 KiB of) its payload."""
+        text = json.dumps(payload, default=str, ensure_ascii=False)
+        truncated = len(text.encode()) > REJECT_PAYLOAD_LIMIT
+        if truncated:
+            text = text.encode()[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")
+        self.rejects.insert_one({
+            "at": utc_now(), "route": route, "collection": collection, "op": operation,
+            "source": source, "reason": reason, "errors": json.loads(json.dumps(errors, default=str)),
+            "payload": text, "payload_truncated": truncated,
+        })
+
+
+class _Rejecter:
+    """Builds a RecordRejected for one write, recording it in `sync_rejects` first."""
+
+    def __init__(self, engine: SyncEngine, entity: Entity | None, operation: str | None,
+                 source: str, route: str | None, payload) -> None:
+        self.engine, self.entity, self.operation = engine, entity, operation
+        self.source, self.route, self.payload = source, route, payload
+
+    def __call__(self, reason: str, errors: dict | None = None) -> RecordRejected:
+        self.engine.record_reject(
+            reason=reason, errors=errors or {}, payload=self.payload, route=self.route,
+            collection=self.entity.collection if self.entity else None,
+            operation=self.operation, source=self.source)
+        return RecordRejected(reason, errors)
+
+
+def _provenance(source: str, version: int) -> dict:
+    """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
+    return {"written_at": utc_now(), "source": source, "version": version}
+
+
+def _utc(moment: datetime) -> datetime:
+    """Treat a naive datetime (as some stores return) as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _field_errors(error: ValidationError) -> dict:
+    """Marshmallow's messages as a field → reasons mapping."""
+    messages = error.messages
+    return messages if isinstance(messages, dict) else {"_schema": list(messages)}
+
+
+def _duplicate_errors(error: DuplicateKeyError) -> dict:
+    """Name the field(s) whose unique index refused the write, when the server says."""
+    details = error.details or {}
+    fields = list((details.get("keyPattern") or {}).keys()) or ["_schema"]
+    return {name: ["Already used by another record."] for name in fields}
+
+
+def _reason(error: Exception) -> str:
+    """The database's own short reason for refusing a document."""
+    details = getattr(error, "details", None) or {}
+    return str(details.get("errmsg") or error).split(", full error:")[0]

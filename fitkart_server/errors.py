@@ -1,0 +1,48 @@
+"""One JSON error shape for the whole API: flask-smorest's `{code, status, message, errors}`."""
+
+from flask import Flask
+from flask_smorest import Api
+from pymongo.errors import ConnectionFailure
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
+
+from .db import DatabaseUnavailable
+from .engine import RecordRejected
+
+RETRY_AFTER_SECONDS = 2
+
+
+def as_http_error(error: Exception) -> HTTPException:
+    """The HTTP error an engine or database failure stands for, with its details attached."""
+    if isinstance(error, RecordRejected):
+        http_error = UnprocessableEntity()
+        http_error.data = {"message": error.message, "errors": {"json": error.errors}}
+    else:
+        http_error = ServiceUnavailable()
+        message = str(error) if isinstance(error, DatabaseUnavailable) else "database unreachable"
+        http_error.data = {"message": message, "headers": {"Retry-After": str(RETRY_AFTER_SECONDS)}}
+    return http_error
+
+
+def error_body(error: Exception) -> dict:
+    """The JSON body of an error, for places that report errors inside a 200 (batches)."""
+    body, _, _ = Api.handle_http_exception(None, as_http_error(error))
+    return body
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Send engine and driver errors through the API's JSON error handler.
+
+    Uncaught exceptions become flask-smorest's JSON 500 (Flask logs the trace; the
+    client never sees it); HTTP errors such as 404, 405, 413 and 415 get the same shape.
+    """
+    def handle(error: Exception):
+        return api.handle_http_exception(as_http_error(error))
+
+    def handle_http(error: HTTPException):
+        if not getattr(error, "data", None):  # say why, e.g. which JSON was malformed
+            error.data = {"message": error.description}
+        return api.handle_http_exception(error)
+
+    for error_class in (DatabaseUnavailable, ConnectionFailure, RecordRejected):
+        app.register_error_handler(error_class, handle)
+    app.register_error_handler(HTTPException, handle_http)

@@ -1,0 +1,80 @@
+"""Fixtures: a real database server per test run, a fresh database per test, app and clients."""
+
+import os
+import uuid
+
+import pymongo
+import pytest
+
+from fitkart_server import create_app
+
+from .mongo_server import MongoServer
+
+
+@pytest.fixture(scope="session")
+def mongo_server():
+    """A MongoDB-compatible server for the whole run; FITKART_TEST_MONGODB_URI reuses one."""
+    external = os.environ.get("FITKART_TEST_MONGODB_URI")
+    if external:
+        yield external.rstrip("/"), os.environ.get("FITKART_TEST_DECIMAL128") == "1"
+        return
+    # No skip: a test that needs the server fails when none can start.
+    server = MongoServer().start()
+    yield server.base_uri, server.supports_decimal128
+    server.remove()
+
+
+@pytest.fixture
+def database_uri(mongo_server):
+    """The URI of a fresh database, dropped after the test."""
+    base_uri, _ = mongo_server
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield f"{base_uri}/{name}"
+    # Guard: only ever drop what this fixture named.
+    assert name.startswith("test_")
+    with pymongo.MongoClient(base_uri, serverSelectionTimeoutMS=2000) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+def decimal_mode(mongo_server) -> str:
+    """decimal128 where the server has it; FerretDB v1 does not, so it runs in double mode."""
+    _, supports_decimal128 = mongo_server
+    return "decimal128" if supports_decimal128 else "double"
+
+
+@pytest.fixture
+def app(database_uri, decimal_mode):
+    """The app on a fresh database of the real server."""
+    app = create_app({"TESTING": True, "FITKART_MONGODB_URI": database_uri,
+                      "FITKART_DECIMAL_MODE": decimal_mode})
+    yield app
+    app.extensions["fitkart_store"].close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A CLI runner of the app."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def mongo(database_uri):
+    """The test database through pymongo, to check what the server stored."""
+    with pymongo.MongoClient(database_uri, tz_aware=True, serverSelectionTimeoutMS=2000) as client:
+        yield client.get_default_database()
+
+
+@pytest.fixture
+def embedded_app():
+    """The app on the embedded (mongomock) store, for what FerretDB cannot show (Decimal128)."""
+    app = create_app({"TESTING": True, "FITKART_MONGODB_URI": "embedded",
+                      "FITKART_DECIMAL_MODE": "decimal128"})
+    yield app
+    app.extensions["fitkart_store"].close()

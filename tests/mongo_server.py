@@ -1,0 +1,130 @@
+"""Start a real MongoDB-compatible server for the tests: `mongod` if installed, else FerretDB.
+
+FerretDB v1.24 (Apache-2.0) speaks the MongoDB wire protocol over SQLite files. It is
+built once from the Go module proxy and cached in ~/.cache/fitkart (FITKART_FERRETDB_BIN
+points at another binary). `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2`
+gives a binary that panics at start for want of `build/version/version.txt`, which
+FerretDB's release tooling writes; so the same module source is built with that file.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pymongo
+
+FERRETDB_VERSION = "v1.24.2"
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fitkart"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ferretdb_binary() -> Path:
+    """The FerretDB binary, built and cached on first use."""
+    configured = os.environ.get("FITKART_FERRETDB_BIN")
+    if configured:
+        return Path(configured)
+    binary = CACHE / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+    if not binary.exists():
+        build_ferretdb(binary)
+    return binary
+
+
+def build_ferretdb(binary: Path) -> None:
+    """Build FerretDB from its module source, with the version file its release adds."""
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("Neither mongod nor Go is installed: cannot start a test database.")
+    print(f"Building FerretDB {FERRETDB_VERSION} (once; cached in {binary.parent}) ...", flush=True)
+    listing = subprocess.run([go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
+                             check=True, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    module_dir = Path(json.loads(listing.stdout)["Dir"])
+    with tempfile.TemporaryDirectory() as work:
+        source = Path(work) / "ferretdb"
+        shutil.copytree(module_dir, source)
+        for path in source.rglob("*"):
+            path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
+        (source / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        partial = binary.with_suffix(".partial")
+        subprocess.run([go, "build", "-o", str(partial), "./cmd/ferretdb"], check=True, cwd=source)
+        partial.rename(binary)
+
+
+class MongoServer:
+    """One database server process on a free loopback port, with its data in a temp dir."""
+
+    def __init__(self) -> None:
+        self.mongod = shutil.which("mongod")
+        self.kind = "mongod" if self.mongod else "ferretdb"
+        self.port = free_port()
+        self.data_dir = tempfile.mkdtemp(prefix=f"fitkart-{self.kind}-")
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(self.data_dir) / "server.log"
+
+    @property
+    def base_uri(self) -> str:
+        """The server's URI without a database name."""
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    @property
+    def supports_decimal128(self) -> bool:
+        """FerretDB v1 cannot store Decimal128; MongoDB can."""
+        return self.kind == "mongod"
+
+    def command(self) -> list[str]:
+        """The command line that runs the server."""
+        if self.mongod:
+            return [self.mongod, "--port", str(self.port), "--bind_ip", "127.0.0.1",
+                    "--dbpath", self.data_dir, "--quiet"]
+        return [str(ferretdb_binary()), "--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/",
+                f"--listen-addr=127.0.0.1:{self.port}", "--telemetry=disable",
+                f"--state-dir={self.data_dir}", "--debug-addr=127.0.0.1:0", "--log-level=warn"]
+
+    def start(self, timeout: float = 30.0) -> "MongoServer":
+        """Start the server and wait until it answers a ping."""
+        command = self.command()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        client = pymongo.MongoClient(self.base_uri, serverSelectionTimeoutMS=500)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.kind} exited at start: {self.log_path.read_text()[-2000:]}")
+                try:
+                    client.admin.command("ping")
+                    return self
+                except pymongo.errors.PyMongoError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.kind} did not answer within {timeout} s") from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server (its data stays for a restart)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def remove(self) -> None:
+        """Stop the server and delete its data."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
