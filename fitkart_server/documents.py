@@ -156,8 +156,8 @@ class Reject(Document):
     operation = StringField(db_field="op")
     source = StringField()
     reason = StringField(required=True)
-    errors = DynamicField()
-    # JSON text, not a sub-document: hostile keys (`$where`, `a.b`) must still be storable.
+    # JSON text, not sub-documents: hostile keys (`$where`, `a.b`) must still be storable.
+    errors = StringField()
     payload = StringField()
     payload_truncated = BooleanField()
     meta = {"collection": "sync_rejects", "indexes": ["-at"], "auto_create_index": False}

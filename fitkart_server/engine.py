@@ -277,7 +277,7 @@ class SyncEngine:
             text = text.encode()[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")
         self.rejects.insert_one({
             "at": utc_now(), "route": route, "collection": collection, "op": operation,
-            "source": source, "reason": reason, "errors": json.loads(json.dumps(errors, default=str)),
+            "source": source, "reason": reason, "errors": json.dumps(errors, default=str),
             "payload": text, "payload_truncated": truncated,
         })
 
