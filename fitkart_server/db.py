@@ -3,6 +3,7 @@
 import logging
 import os
 import socket
+import threading
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -67,6 +68,8 @@ class Store:
         self._client = None
         self._prepared = False
         self._problem: str | None = None
+        # Threads of one worker share the client; only one of them may create or prepare it.
+        self._lock = threading.Lock()
 
     @property
     def description(self) -> str:
@@ -76,9 +79,11 @@ class Store:
     def client(self):
         """This process's client; a forked worker makes its own instead of sharing one."""
         if self._pid != os.getpid():
-            self._client = self._new_client()
-            self._pid = os.getpid()
-            self._prepared = False
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._client = self._new_client()
+                    self._pid = os.getpid()
+                    self._prepared = False
         return self._client
 
     def _new_client(self):
@@ -98,10 +103,13 @@ class Store:
         """The prepared database; raises DatabaseUnavailable when it cannot serve."""
         database = self.client()[DEFAULT_DATABASE if self.embedded else database_name(self.uri)]
         if not self._prepared:
-            try:
-                self.prepare(database)
-            except ConnectionFailure as error:
-                raise DatabaseUnavailable(f"database unreachable: {error.__class__.__name__}") from error
+            with self._lock:
+                try:
+                    if not self._prepared:
+                        self.prepare(database)
+                except ConnectionFailure as error:
+                    raise DatabaseUnavailable(
+                        f"database unreachable: {error.__class__.__name__}") from error
         if self._problem:
             raise DatabaseUnavailable(self._problem)
         return database

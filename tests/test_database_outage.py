@@ -1,0 +1,73 @@
+"""The database going away: 503 with Retry-After within ~2 s, and recovery with no restart."""
+
+import time
+
+import pytest
+
+from fitkart_server import create_app
+
+from .mongo_server import MongoServer
+from .records import cart_item
+
+
+@pytest.fixture
+def own_server():
+    """A database server of this test's own, so stopping it disturbs no other test."""
+    server = MongoServer().start()
+    yield server
+    server.remove()
+
+
+def outage_app(server: MongoServer, decimal_mode: str):
+    """An app on the test's own server."""
+    return create_app({"TESTING": True, "FITKART_MONGODB_URI": f"{server.base_uri}/test_outage",
+                       "FITKART_DECIMAL_MODE": decimal_mode})
+
+
+def wait_for_status(client, path: str, status: int, timeout: float = 10.0):
+    """Poll until `path` answers `status`; the response, or None on time-out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(path)
+        if response.status_code == status:
+            return response
+        time.sleep(0.2)
+    return None
+
+
+def test_unreachable_database_is_503_then_service_resumes(own_server, decimal_mode):
+    """Stop the server: 503 quickly; start it again: the same app serves again."""
+    app = outage_app(own_server, decimal_mode)
+    client = app.test_client()
+    before = cart_item()
+    assert client.post("/api/sync/cart_items", json=before).status_code == 200
+
+    own_server.stop()
+    started = time.monotonic()
+    response = client.post("/api/sync/cart_items", json=cart_item())
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert response.json["code"] == 503 and "unreachable" in response.json["message"]
+    assert elapsed < 5, f"the 503 took {elapsed:.1f} s"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["status"] == "unavailable"
+
+    own_server.start()
+    assert wait_for_status(client, "/readyz", 200) is not None
+    after = cart_item()
+    assert client.post("/api/sync/cart_items", json=after).json["result"] == "created"
+    assert client.get(f"/api/sync/cart_items/{before['id']}").status_code == 200
+    app.extensions["fitkart_store"].close()
+
+
+def test_app_started_before_its_database_serves_once_it_answers(own_server, decimal_mode):
+    """A server started while MongoDB is down answers 503, then works when it comes up."""
+    own_server.stop()
+    app = outage_app(own_server, decimal_mode)
+    client = app.test_client()
+    response = client.get("/api/sync/cart_items")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    own_server.start()
+    assert wait_for_status(client, "/api/sync/cart_items", 200) is not None
+    app.extensions["fitkart_store"].close()
