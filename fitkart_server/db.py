@@ -11,6 +11,7 @@ import mongomock
 import pymongo
 from bson import Decimal128
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
@@ -222,9 +223,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(fitkart_cli)
 
 
-@click.group("fitkart")
-def fitkart_cli() -> None:
-    """FitKart Sync commands."""
+fitkart_cli = AppGroup("fitkart", help="FitKart Sync commands.")
 
 
 @fitkart_cli.command("init-db")

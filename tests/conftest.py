@@ -78,3 +78,18 @@ def embedded_app():
                       "FITKART_DECIMAL_MODE": "decimal128"})
     yield app
     app.extensions["fitkart_store"].close()
+
+
+@pytest.fixture
+def make_app():
+    """Build apps with given settings (on top of TESTING); their clients close afterwards."""
+    made = []
+
+    def build(**settings):
+        app = create_app({"TESTING": True, **settings})
+        made.append(app)
+        return app
+
+    yield build
+    for app in made:
+        app.extensions["fitkart_store"].close()

@@ -4,8 +4,6 @@ import time
 
 import pytest
 
-from fitkart_server import create_app
-
 from .mongo_server import MongoServer
 from .records import cart_item
 
@@ -18,10 +16,11 @@ def own_server():
     server.remove()
 
 
-def outage_app(server: MongoServer, decimal_mode: str):
+@pytest.fixture
+def outage_app(make_app, own_server, decimal_mode):
     """An app on the test's own server."""
-    return create_app({"TESTING": True, "FITKART_MONGODB_URI": f"{server.base_uri}/test_outage",
-                       "FITKART_DECIMAL_MODE": decimal_mode})
+    return make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_outage",
+                    FITKART_DECIMAL_MODE=decimal_mode)
 
 
 def wait_for_status(client, path: str, status: int, timeout: float = 10.0):
@@ -35,10 +34,9 @@ def wait_for_status(client, path: str, status: int, timeout: float = 10.0):
     return None
 
 
-def test_unreachable_database_is_503_then_service_resumes(own_server, decimal_mode):
+def test_unreachable_database_is_503_then_service_resumes(own_server, outage_app):
     """Stop the server: 503 quickly; start it again: the same app serves again."""
-    app = outage_app(own_server, decimal_mode)
-    client = app.test_client()
+    client = outage_app.test_client()
     before = cart_item()
     assert client.post("/api/sync/cart_items", json=before).status_code == 200
 
@@ -58,16 +56,15 @@ def test_unreachable_database_is_503_then_service_resumes(own_server, decimal_mo
     after = cart_item()
     assert client.post("/api/sync/cart_items", json=after).json["result"] == "created"
     assert client.get(f"/api/sync/cart_items/{before['id']}").status_code == 200
-    app.extensions["fitkart_store"].close()
 
 
-def test_app_started_before_its_database_serves_once_it_answers(own_server, decimal_mode):
+def test_app_started_before_its_database_serves_once_it_answers(own_server, make_app, decimal_mode):
     """A server started while MongoDB is down answers 503, then works when it comes up."""
     own_server.stop()
-    app = outage_app(own_server, decimal_mode)
+    app = make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_outage",
+                   FITKART_DECIMAL_MODE=decimal_mode)
     client = app.test_client()
     response = client.get("/api/sync/cart_items")
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
     own_server.start()
     assert wait_for_status(client, "/api/sync/cart_items", 200) is not None
-    app.extensions["fitkart_store"].close()

@@ -1,0 +1,72 @@
+"""Where the data goes: configured URI, local MongoDB, or (only when neither) the embedded store."""
+
+import logging
+
+import pytest
+
+from fitkart_server import db
+
+from .records import cart_item
+
+
+@pytest.fixture
+def app_with_uri(make_app):
+    """Build an app with the given FITKART_MONGODB_URI (None: not configured)."""
+    return lambda uri: make_app(FITKART_MONGODB_URI=uri, FITKART_DECIMAL_MODE="double")
+
+
+def test_no_uri_and_no_local_mongodb_runs_embedded_and_says_so(app_with_uri, monkeypatch, caplog):
+    """Embedded mode is announced in the log and in /readyz."""
+    monkeypatch.setattr(db, "local_mongodb_answers", lambda timeout=0.3: False)
+    with caplog.at_level(logging.WARNING):
+        app = app_with_uri(None)
+    assert "EMBEDDED MODE" in caplog.text
+    client = app.test_client()
+    ready = client.get("/readyz").json
+    assert ready["mode"] == "embedded" and "lost" in ready["warning"]
+    assert client.post("/api/sync/cart_items", json=cart_item()).json["result"] == "created"
+
+
+def test_no_uri_with_a_local_mongodb_uses_it(app_with_uri, monkeypatch):
+    """When localhost:27017 answers, the default URI is used, not the embedded store."""
+    monkeypatch.setattr(db, "local_mongodb_answers", lambda timeout=0.3: True)
+    store = app_with_uri(None).extensions["fitkart_store"]
+    assert (store.uri, store.embedded) == ("mongodb://localhost:27017/database", False)
+
+
+def test_local_mongodb_probe_sees_a_listener(mongo_server, monkeypatch):
+    """The probe reports what really listens (checked against the test server's port)."""
+    base_uri, _ = mongo_server
+    host, port = base_uri.removeprefix("mongodb://").split(":")
+    import socket
+
+    real_connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection",
+                        lambda address, timeout: real_connect((host, int(port)), timeout=timeout))
+    assert db.local_mongodb_answers() is True
+
+
+def test_configured_uri_never_falls_back(app_with_uri, mongo_server):
+    """An unreachable configured database gives 503, never the embedded store."""
+    app = app_with_uri("mongodb://127.0.0.1:9/database?serverSelectionTimeoutMS=300")
+    client = app.test_client()
+    assert client.get("/readyz").json["mode"] == "server"
+    assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 503
+
+
+@pytest.mark.parametrize(("uri", "name"), [
+    ("mongodb://localhost:27017/database", "database"),
+    ("mongodb://localhost:27017", "database"),
+    ("mongodb://user:pw@a.example:27017,b.example:27017/shop?replicaSet=rs0", "shop"),
+    ("mongodb+srv://user:pw@cluster0.example.mongodb.net/mirror?retryWrites=true&w=majority", "mirror"),
+])
+def test_database_name_comes_from_the_uri(uri, name):
+    """Replica-set and SRV URIs name their database like plain ones."""
+    assert db.database_name(uri) == name
+
+
+def test_passwords_are_hidden_from_readyz(app_with_uri, monkeypatch):
+    """/readyz shows where the data is without the password."""
+    app = app_with_uri("mongodb://fitkart:s3cret@127.0.0.1:9/database?serverSelectionTimeoutMS=200")
+    body = app.test_client().get("/readyz").get_data(as_text=True)
+    assert "s3cret" not in body and "fitkart:***@127.0.0.1:9" in body
