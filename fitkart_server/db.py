@@ -220,6 +220,11 @@ def init_app(app: Flask) -> None:
                            "when it stops. Set FITKART_MONGODB_URI to keep it.", origin)
     else:
         app.logger.info("Mirroring into %s", store.description)
+    if not app.testing:
+        try:  # indexes and the Decimal128 check at start-up; requests retry if this fails
+            store.database()
+        except DatabaseUnavailable as error:
+            app.logger.warning("Database not ready at start-up (%s); requests will retry.", error)
     app.cli.add_command(fitkart_cli)
 
 
