@@ -2,10 +2,10 @@
 
 import os
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
-# `.env` beside the working directory fills in what the environment leaves unset.
-load_dotenv()
+# `.env` in the working directory fills in what the environment leaves unset.
+load_dotenv(find_dotenv(usecwd=True))
 
 DEFAULT_CORS_ORIGINS = "http://localhost:8080,http://127.0.0.1:8080"
 DECIMAL_MODES = ("decimal128", "double", "string")

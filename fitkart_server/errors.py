@@ -25,8 +25,9 @@ def as_http_error(error: Exception) -> HTTPException:
 
 def error_body(error: Exception) -> dict:
     """The JSON body of an error, for places that report errors inside a 200 (batches)."""
-    body, _, _ = Api.handle_http_exception(None, as_http_error(error))
-    return body
+    http_error = as_http_error(error)
+    details = {key: http_error.data[key] for key in ("message", "errors") if key in http_error.data}
+    return {"code": http_error.code, "status": http_error.name, **details}
 
 
 def init_app(app: Flask, api: Api) -> None:
