@@ -20,6 +20,7 @@ from pymongo.errors import DocumentTooLarge, DuplicateKeyError, WriteError
 
 from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .entities import BY_COLLECTION, Entity
+from .policy import SERVICE, Caller, Forbidden
 from .schemas import Money
 
 REJECT_PAYLOAD_LIMIT = 64 * 1024
@@ -65,10 +66,10 @@ class SyncEngine:
 
     # -- upserts -----------------------------------------------------------------
 
-    def upsert_record(self, entity: Entity, payload, *, source: str = "client",
+    def upsert_record(self, entity: Entity, payload, *, caller: Caller = SERVICE, source: str = "client",
                       route: str | None = None) -> UpsertOutcome:
-        """Create or merge one record by its key; refuse stale versions."""
-        reject = _Rejecter(self, entity, "upsert", source, route, payload)
+        """Create or merge one record by its key; refuse stale versions and other users' rows."""
+        reject = _Rejecter(self, entity, "upsert", source, route, payload, caller)
         try:
             values = entity.schema.load(payload, partial=True)
         except ValidationError as error:
@@ -82,6 +83,17 @@ class SyncEngine:
         for _ in range(MAX_ATTEMPTS):
             current = collection.find_one(key_filter)
             if current is None:
+                if self._is_tombstoned(entity, values):
+                    return UpsertOutcome("stale", None)
+                missing = [name for name in entity.required_on_create if name not in values]
+                if missing:
+                    raise reject("A new record needs every NOT NULL column that has no default.",
+                                 {name: [MISSING] for name in missing})
+            try:  # before any answer about the stored record, so nothing leaks
+                entity.rules.check_write(caller, values, current, self.database)
+            except Forbidden as error:
+                raise reject.forbidden(error) from None
+            if current is None:
                 outcome = self._insert(entity, values, source, reject)
             else:
                 outcome = self._update(entity, current, values, source, reject)
@@ -91,12 +103,6 @@ class SyncEngine:
 
     def _insert(self, entity: Entity, values: dict, source: str, reject) -> UpsertOutcome | None:
         """Insert a new record; None when another writer created it first."""
-        if self._is_tombstoned(entity, values):
-            return UpsertOutcome("stale", None)
-        missing = [name for name in entity.required_on_create if name not in values]
-        if missing:
-            raise reject("A new record needs every NOT NULL column that has no default.",
-                         {name: [MISSING] for name in missing})
         document = {**self._to_storage(entity, entity.insert_defaults), **values,
                     PROVENANCE_FIELD: _provenance(source, 1)}
         try:
@@ -158,14 +164,19 @@ class SyncEngine:
 
     # -- deletes -----------------------------------------------------------------
 
-    def delete_records(self, entity: Entity, selector, *, source: str = "client",
+    def delete_records(self, entity: Entity, selector, *, caller: Caller = SERVICE, source: str = "client",
                        route: str | None = None) -> int:
         """Delete by key, by Supabase id, or every record of a user; leave tombstones."""
-        reject = _Rejecter(self, entity, "delete", source, route, selector)
+        reject = _Rejecter(self, entity, "delete", source, route, selector, caller)
         query, exact = self._delete_query(entity, selector, reject)
         collection = self.database[entity.collection]
-        fields = {"_id": 1, "id": 1, **{name: 1 for name in entity.key}}
+        owner = getattr(entity.rules, "owner_field", None)
+        fields = {"_id": 1, "id": 1, **{name: 1 for name in (*entity.key, owner) if name}}
         found = list(collection.find(query, fields))
+        try:
+            entity.rules.check_delete(caller, query, found, self.database)
+        except Forbidden as error:
+            raise reject.forbidden(error) from None
         now = utc_now()
         if not found:
             if exact:
@@ -206,19 +217,23 @@ class SyncEngine:
 
     # -- reads -------------------------------------------------------------------
 
-    def find_record(self, entity: Entity, ref: str) -> dict | None:
+    def find_record(self, entity: Entity, ref: str, *, caller: Caller = SERVICE) -> dict | None:
         """The stored record whose ref field (key, or id for compound keys) is `ref`."""
         document = self.database[entity.collection].find_one({entity.ref_field: ref.lower()})
-        return None if document is None else self.show(entity, document)
+        if document is None:
+            return None
+        entity.rules.check_read(caller, document)
+        return self.show(entity, document)
 
-    def list_records(self, entity: Entity, *, user_id: str | None = None, limit: int = 100,
-                     cursor: str | None = None) -> tuple[list[dict], str | None]:
-        """One page of records in insertion order, and the cursor of the next page."""
-        query: dict = {}
+    def list_records(self, entity: Entity, *, caller: Caller = SERVICE, user_id: str | None = None,
+                     limit: int = 100, cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """One page of the records the caller may read, in insertion order, and the next cursor."""
+        conditions = [entity.rules.read_query(caller)]
         if user_id is not None:
-            query["user_id"] = user_id.lower()
+            conditions.append({"user_id": user_id.lower()})
         if cursor is not None:
-            query["_id"] = {"$gt": ObjectId(cursor)}
+            conditions.append({"_id": {"$gt": ObjectId(cursor)}})
+        query = {"$and": conditions}
         documents = list(self.database[entity.collection].find(query).sort("_id", 1).limit(limit + 1))
         next_cursor = str(documents[limit - 1]["_id"]) if len(documents) > limit else None
         return [self.show(entity, doc) for doc in documents[:limit]], next_cursor
@@ -229,10 +244,11 @@ class SyncEngine:
 
     # -- batches -----------------------------------------------------------------
 
-    def apply_operation(self, operation, *, source: str = "client", route: str | None = None) -> dict:
+    def apply_operation(self, operation, *, caller: Caller = SERVICE, source: str = "client",
+                        route: str | None = None) -> dict:
         """Apply one batch operation and describe its outcome as the batch endpoint returns it."""
         if not isinstance(operation, dict):
-            raise _Rejecter(self, None, None, source, route, operation)(
+            raise _Rejecter(self, None, None, source, route, operation, caller)(
                 "An operation is a JSON object.")
         kind, name, record = (operation.get(k) for k in ("op", "collection", "record"))
         errors = {}
@@ -243,11 +259,11 @@ class SyncEngine:
         if not isinstance(record, dict):
             errors["record"] = ["Must be a JSON object."]
         if errors:
-            raise _Rejecter(self, None, kind, source, route, operation)("Invalid operation.", errors)
+            raise _Rejecter(self, None, kind, source, route, operation, caller)("Invalid operation.", errors)
         entity = BY_COLLECTION[name]
         if kind == "delete":
-            return {"deleted": self.delete_records(entity, record, source=source, route=route)}
-        outcome = self.upsert_record(entity, record, source=source, route=route)
+            return {"deleted": self.delete_records(entity, record, caller=caller, source=source, route=route)}
+        outcome = self.upsert_record(entity, record, caller=caller, source=source, route=route)
         return {"result": outcome.result, "record": outcome.record}
 
     # -- storage -----------------------------------------------------------------
@@ -269,33 +285,43 @@ class SyncEngine:
         return Decimal128(amount)
 
     def record_reject(self, *, reason: str, errors: dict, payload, route: str | None,
-                      collection: str | None, operation: str | None, source: str) -> None:
-        """Keep a refused write, its reason and (up to 64 KiB of) its payload."""
+                      collection: str | None, operation: str | None, source: str,
+                      caller: Caller = SERVICE, status: int = 422) -> None:
+        """Keep a refused write, who sent it, its reason and (up to 64 KiB of) its payload."""
         text = json.dumps(payload, default=str, ensure_ascii=False)
         truncated = len(text.encode()) > REJECT_PAYLOAD_LIMIT
         if truncated:
             text = text.encode()[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")
         self.rejects.insert_one({
             "at": utc_now(), "route": route, "collection": collection, "op": operation,
-            "source": source, "reason": reason, "errors": json.dumps(errors, default=str),
+            "source": source, "status": status, "reason": reason, "errors": json.dumps(errors, default=str),
+            "caller": {"role": caller.role, "user_id": caller.user_id},
             "payload": text, "payload_truncated": truncated,
         })
 
 
 class _Rejecter:
-    """Builds a RecordRejected for one write, recording it in `sync_rejects` first."""
+    """Builds the exception for one refused write, recording it in `sync_rejects` first."""
 
     def __init__(self, engine: SyncEngine, entity: Entity | None, operation: str | None,
-                 source: str, route: str | None, payload) -> None:
+                 source: str, route: str | None, payload, caller: Caller) -> None:
         self.engine, self.entity, self.operation = engine, entity, operation
-        self.source, self.route, self.payload = source, route, payload
+        self.source, self.route, self.payload, self.caller = source, route, payload, caller
 
     def __call__(self, reason: str, errors: dict | None = None) -> RecordRejected:
-        self.engine.record_reject(
-            reason=reason, errors=errors or {}, payload=self.payload, route=self.route,
-            collection=self.entity.collection if self.entity else None,
-            operation=self.operation, source=self.source)
+        self._record(reason, errors or {}, 422)
         return RecordRejected(reason, errors)
+
+    def forbidden(self, error: Forbidden) -> Forbidden:
+        """Record a write the caller was not allowed to make."""
+        self._record(error.message, {}, 403)
+        return error
+
+    def _record(self, reason: str, errors: dict, status: int) -> None:
+        self.engine.record_reject(
+            reason=reason, errors=errors, payload=self.payload, route=self.route,
+            collection=self.entity.collection if self.entity else None, operation=self.operation,
+            source=self.source, caller=self.caller, status=status)
 
 
 def _provenance(source: str, version: int) -> dict:

@@ -1,11 +1,12 @@
 """The six mirrored tables, each declared once: document, schema, key and legacy route."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from marshmallow import Schema, missing
 
 from . import documents, schemas
+from .policy import OwnRole, OwnRows, SellerCatalogue
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Entity:
     legacy_route: str | None = None
     # The field whose value clears a user's records at once (`DELETE ...?user_id=U`).
     clear_by: str | None = None
+    # Who may read and write which rows (the shop's row-level security).
+    rules: OwnRows = field(default_factory=OwnRows)
 
     @property
     def collection(self) -> str:
@@ -62,11 +65,11 @@ class Entity:
 
 ENTITIES: tuple[Entity, ...] = (
     Entity(documents.Profile, schemas.ProfileSchema, ("user_id",), legacy_route="profile"),
-    Entity(documents.Product, schemas.ProductSchema, ("id",)),
+    Entity(documents.Product, schemas.ProductSchema, ("id",), rules=SellerCatalogue()),
     Entity(documents.Order, schemas.OrderSchema, ("id",), legacy_route="order"),
     Entity(documents.CartItem, schemas.CartItemSchema, ("id",), legacy_route="cart", clear_by="user_id"),
     Entity(documents.WishlistItem, schemas.WishlistItemSchema, ("user_id", "product_id"), clear_by="user_id"),
-    Entity(documents.UserRole, schemas.UserRoleSchema, ("user_id",)),
+    Entity(documents.UserRole, schemas.UserRoleSchema, ("user_id",), rules=OwnRole()),
 )
 
 BY_COLLECTION: dict[str, Entity] = {entity.collection: entity for entity in ENTITIES}

@@ -1,0 +1,131 @@
+"""Who may read and write which rows: the shop's row-level security, mirrored.
+
+Plain Python like the engine that calls it. Every check sees the stored record as well
+as the payload, so a write that names someone else's record by `id` is refused, not a
+takeover.
+"""
+
+from dataclasses import dataclass
+
+from pymongo.database import Database
+
+SERVICE_ROLE = "service_role"
+AUTHENTICATED = "authenticated"
+ANON = "anon"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: a Supabase role and, for signed-in users, their id (`sub`)."""
+
+    role: str
+    user_id: str | None = None
+
+    @property
+    def is_service(self) -> bool:
+        """Full rights: the service_role key, or a loopback client when auth is off."""
+        return self.role == SERVICE_ROLE
+
+    @property
+    def is_user(self) -> bool:
+        """A signed-in shop user."""
+        return self.role == AUTHENTICATED and self.user_id is not None
+
+
+SERVICE = Caller(SERVICE_ROLE)
+
+
+class Forbidden(Exception):
+    """The caller is known but may not do this."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OwnRows:
+    """profiles, cart_items, wishlist_items, orders: a user reads and writes only their own rows."""
+
+    def __init__(self, owner_field: str = "user_id") -> None:
+        self.owner_field = owner_field
+
+    def read_query(self, caller: Caller) -> dict:
+        """The filter that limits reads to what the caller may see."""
+        if caller.is_service:
+            return {}
+        if caller.is_user:
+            return {self.owner_field: caller.user_id}
+        raise Forbidden("Sign in to read these records.")
+
+    def check_read(self, caller: Caller, stored: dict) -> None:
+        """Refuse a read of a record the caller may not see."""
+        query = self.read_query(caller)
+        if any(stored.get(field) != value for field, value in query.items()):
+            raise Forbidden("This record belongs to another user.")
+
+    def check_write(self, caller: Caller, values: dict, stored: dict | None, database: Database) -> None:
+        """Refuse an upsert of someone else's record, or one that would move it to someone else."""
+        if caller.is_service:
+            return
+        self._require_user(caller)
+        if stored is not None and stored.get(self.owner_field) != caller.user_id:
+            raise Forbidden("This record belongs to another user.")
+        if values.get(self.owner_field, caller.user_id if stored is not None else None) != caller.user_id:
+            raise Forbidden(f"{self.owner_field} must be your own user id.")
+
+    def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
+        """Refuse a delete that names or reaches someone else's records."""
+        if caller.is_service:
+            return
+        self._require_user(caller)
+        if query.get(self.owner_field, caller.user_id) != caller.user_id or any(
+                doc.get(self.owner_field) != caller.user_id for doc in found):
+            raise Forbidden("These records belong to another user.")
+
+    def _require_user(self, caller: Caller) -> None:
+        """Only signed-in users (and the service role) write."""
+        if not caller.is_user:
+            raise Forbidden("Sign in to change these records.")
+
+
+class OwnRole(OwnRows):
+    """user_roles: a user reads their own role and may create it as `customer`, nothing more."""
+
+    def check_write(self, caller: Caller, values: dict, stored: dict | None, database: Database) -> None:
+        """Allow a user their own `customer` role; `seller` is granted by the service role only."""
+        super().check_write(caller, values, stored, database)
+        if not caller.is_service and values.get("role", "customer") != "customer":
+            raise Forbidden("Only the service role can make a user a seller.")
+
+    def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
+        """Roles are removed by the service role only."""
+        if not caller.is_service:
+            raise Forbidden("Only the service role can remove a role.")
+
+
+class SellerCatalogue(OwnRows):
+    """products: everyone reads them; sellers write their own (`seller_id`)."""
+
+    def __init__(self) -> None:
+        super().__init__("seller_id")
+
+    def read_query(self, caller: Caller) -> dict:
+        """The catalogue is public."""
+        return {}
+
+    def check_write(self, caller: Caller, values: dict, stored: dict | None, database: Database) -> None:
+        """A seller may create and change only products whose seller_id is theirs."""
+        super().check_write(caller, values, stored, database)
+        if not caller.is_service:
+            self._require_seller(caller, database)
+
+    def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
+        """A seller may delete only their own products."""
+        super().check_delete(caller, query, found, database)
+        if not caller.is_service:
+            self._require_seller(caller, database)
+
+    def _require_seller(self, caller: Caller, database: Database) -> None:
+        """The mirror's user_roles must say the caller is a seller."""
+        if database["user_roles"].find_one({"user_id": caller.user_id, "role": "seller"}, {"_id": 1}) is None:
+            raise Forbidden("Only sellers can change products.")
