@@ -6,7 +6,7 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from . import db, errors
+from . import auth, db, errors, hardening
 from .config import DECIMAL_MODES, Config
 
 __version__ = "0.1.0"
@@ -26,10 +26,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    CORS(app, resources={r"/api/*": {"origins": app.config["FITKART_CORS_ORIGINS"]}})
+    hardening.init_app(app)
+    # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
+    CORS(app, resources={r"/api/*": {"origins": app.config["FITKART_CORS_ORIGINS"]}},
+         supports_credentials=False)
     api = Api(app)
     errors.init_app(app, api)
     db.init_app(app)
+    auth.init_app(app)
 
     from .api import batch, health, sync
 

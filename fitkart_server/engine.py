@@ -219,7 +219,11 @@ class SyncEngine:
 
     def find_record(self, entity: Entity, ref: str, *, caller: Caller = SERVICE) -> dict | None:
         """The stored record whose ref field (key, or id for compound keys) is `ref`."""
-        document = self.database[entity.collection].find_one({entity.ref_field: ref.lower()})
+        try:
+            ref = entity.schema.fields[entity.ref_field].deserialize(ref)
+        except ValidationError:
+            return None  # not a uuid, so no record has it
+        document = self.database[entity.collection].find_one({entity.ref_field: ref})
         if document is None:
             return None
         entity.rules.check_read(caller, document)
@@ -288,13 +292,13 @@ class SyncEngine:
                       collection: str | None, operation: str | None, source: str,
                       caller: Caller = SERVICE, status: int = 422) -> None:
         """Keep a refused write, who sent it, its reason and (up to 64 KiB of) its payload."""
-        text = json.dumps(payload, default=str, ensure_ascii=False)
-        truncated = len(text.encode()) > REJECT_PAYLOAD_LIMIT
-        if truncated:
-            text = text.encode()[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")
+        encoded = _json_bytes(payload)
+        truncated = len(encoded) > REJECT_PAYLOAD_LIMIT
+        text = encoded[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")
         self.rejects.insert_one({
             "at": utc_now(), "route": route, "collection": collection, "op": operation,
-            "source": source, "status": status, "reason": reason, "errors": json.dumps(errors, default=str),
+            "source": source, "status": status, "reason": reason,
+            "errors": _json_bytes(errors).decode(),
             "caller": {"role": caller.role, "user_id": caller.user_id},
             "payload": text, "payload_truncated": truncated,
         })
@@ -322,6 +326,11 @@ class _Rejecter:
             reason=reason, errors=errors, payload=self.payload, route=self.route,
             collection=self.entity.collection if self.entity else None, operation=self.operation,
             source=self.source, caller=self.caller, status=status)
+
+
+def _json_bytes(value) -> bytes:
+    """JSON text as UTF-8, storable whatever the value held (lone surrogates become '?')."""
+    return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace")
 
 
 def _provenance(source: str, version: int) -> dict:

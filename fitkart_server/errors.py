@@ -3,10 +3,13 @@
 from flask import Flask
 from flask_smorest import Api
 from pymongo.errors import ConnectionFailure
+from werkzeug.exceptions import Forbidden as ForbiddenError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
 
 from .db import DatabaseUnavailable
 from .engine import RecordRejected
+from .policy import Forbidden
+from .tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS = 2
 
@@ -16,9 +19,17 @@ def as_http_error(error: Exception) -> HTTPException:
     if isinstance(error, RecordRejected):
         http_error = UnprocessableEntity()
         http_error.data = {"message": error.message, "errors": {"json": error.errors}}
+    elif isinstance(error, Forbidden):
+        http_error = ForbiddenError()
+        http_error.data = {"message": error.message}
     else:
         http_error = ServiceUnavailable()
-        message = str(error) if isinstance(error, DatabaseUnavailable) else "database unreachable"
+        if isinstance(error, DatabaseUnavailable):
+            message = str(error)
+        elif isinstance(error, KeysUnavailable):
+            message = "Supabase signing keys (JWKS) unreachable"
+        else:
+            message = "database unreachable"
         http_error.data = {"message": message, "headers": {"Retry-After": str(RETRY_AFTER_SECONDS)}}
     return http_error
 
@@ -44,6 +55,6 @@ def init_app(app: Flask, api: Api) -> None:
             error.data = {"message": error.description}
         return api.handle_http_exception(error)
 
-    for error_class in (DatabaseUnavailable, ConnectionFailure, RecordRejected):
+    for error_class in (DatabaseUnavailable, ConnectionFailure, KeysUnavailable, RecordRejected, Forbidden):
         app.register_error_handler(error_class, handle)
     app.register_error_handler(HTTPException, handle_http)

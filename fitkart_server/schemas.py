@@ -84,19 +84,56 @@ def count(**kwargs) -> fields.Integer:
     return fields.Integer(strict=True, validate=validate.Range(min=0, max=INT4_MAX), **kwargs)
 
 
-def find_bad_keys(value, path: str = "") -> list[str]:
-    """List the paths of keys that MongoDB would read as operators or paths."""
-    bad = []
+INT64 = 2**63
+MAX_ITEMS = 10_000  # per array, per object
+MAX_STRING = 100_000  # characters in any one string of a payload
+
+
+def find_unstorable(value, path: str = "") -> dict[str, list[str]]:
+    """Map each path in a JSON value that MongoDB must not receive to the reason why.
+
+    Keys starting with `$` or holding `.` or NUL would be read as operators or paths;
+    lone surrogates cannot be encoded; integers past 64 bits do not fit BSON.
+    """
+    problems: dict[str, list[str]] = {}
+
+    def flag(where: str, reason: str) -> None:
+        problems.setdefault(where or "_schema", []).append(reason)
+
     if isinstance(value, dict):
+        if len(value) > MAX_ITEMS:
+            flag(path, f"More than {MAX_ITEMS} keys.")
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
             if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
-                bad.append(where)
-            bad.extend(find_bad_keys(item, where))
+                flag(where, "Key not allowed: it starts with '$' or contains '.' or NUL.")
+            elif _has_surrogate(key):
+                flag(where, "Key is not valid Unicode.")
+            for child, reasons in find_unstorable(item, where).items():
+                problems.setdefault(child, []).extend(reasons)
     elif isinstance(value, list):
+        if len(value) > MAX_ITEMS:
+            flag(path, f"More than {MAX_ITEMS} items.")
         for index, item in enumerate(value):
-            bad.extend(find_bad_keys(item, f"{path}[{index}]"))
-    return bad
+            for child, reasons in find_unstorable(item, f"{path}[{index}]").items():
+                problems.setdefault(child, []).extend(reasons)
+    elif isinstance(value, str):
+        if len(value) > MAX_STRING:
+            flag(path, f"Longer than {MAX_STRING} characters.")
+        elif _has_surrogate(value):
+            flag(path, "Not valid Unicode.")
+    elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        flag(path, "Integer too large for a 64-bit number.")
+    return problems
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether a string holds a lone UTF-16 surrogate (JSON allows "\\ud800"; UTF-8 does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class RecordSchema(Schema):
@@ -107,12 +144,11 @@ class RecordSchema(Schema):
         unknown = INCLUDE
 
     @pre_load
-    def refuse_hostile_keys(self, data, **kwargs):
-        """Reject keys starting with `$`, containing `.` or NUL, anywhere; and reserved keys."""
+    def refuse_unstorable_values(self, data, **kwargs):
+        """Reject hostile keys anywhere (`$...`, `a.b`, NUL), the mirror's own keys, and unstorable values."""
         if not isinstance(data, dict):
             return data
-        errors = {path: ["Key not allowed: it starts with '$' or contains '.' or NUL."]
-                  for path in find_bad_keys(data)}
+        errors = find_unstorable(data)
         for key in RESERVED_KEYS:
             if key in data:
                 errors[key] = ["Key reserved by the mirror."]

@@ -93,3 +93,30 @@ def make_app():
     yield build
     for app in made:
         app.extensions["fitkart_store"].close()
+
+
+@pytest.fixture
+def jwks_server():
+    """A local stand-in for `<SUPABASE_URL>/auth/v1/.well-known/jwks.json` with one EC key."""
+    from .tokens import JwksServer, SigningKey
+
+    server = JwksServer()
+    server.keys.append(SigningKey("key-1"))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def secure_app(make_app, database_uri, decimal_mode, jwks_server):
+    """The app with Supabase authentication on: the test JWT secret and the local JWKS."""
+    from .tokens import JWT_SECRET
+
+    return make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                    SUPABASE_JWT_SECRET=JWT_SECRET, SUPABASE_URL=jwks_server.url,
+                    FITKART_JWKS_COOLDOWN_SECONDS=1)
+
+
+@pytest.fixture
+def secure_client(secure_app):
+    """A test client of the app with authentication on."""
+    return secure_app.test_client()

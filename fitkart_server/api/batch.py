@@ -6,10 +6,12 @@ from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
+from ..auth import current_caller
 from ..db import get_engine
 from ..engine import OPERATIONS, RecordRejected
 from ..entities import BY_COLLECTION
 from ..errors import error_body
+from ..policy import Forbidden
 from .bodies import json_body, record_body_doc
 
 blp = Blueprint("batch", __name__, url_prefix="/api/sync",
@@ -57,18 +59,19 @@ class Batch(MethodView):
             problem = {"operations": ["Must be a list of operations."]}
             engine.record_reject(reason="Invalid batch.", errors=problem, payload=body,
                                  route=request.path, collection=None, operation="batch",
-                                 source="client")
+                                 source="client", caller=current_caller())
             abort(422, message="Invalid batch.", errors={"json": problem})
         if len(operations) > limit:
             engine.record_reject(reason=f"More than {limit} operations.", errors={},
                                  payload=body, route=request.path, collection=None,
-                                 operation="batch", source="client")
+                                 operation="batch", source="client", caller=current_caller())
             abort(413, message=f"At most {limit} operations per batch (FITKART_MAX_BATCH); "
                                "split it and send the parts in order.")
         results = []
         for operation in operations:
             try:
-                results.append(engine.apply_operation(operation, route=request.path))
-            except RecordRejected as rejected:
-                results.append({"error": error_body(rejected)})
+                results.append(engine.apply_operation(operation, caller=current_caller(),
+                                                      route=request.path))
+            except (RecordRejected, Forbidden) as refused:  # authorized and validated one by one
+                results.append({"error": error_body(refused)})
         return jsonify(results=results)

@@ -5,6 +5,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
 
+from ..auth import current_caller
 from ..db import get_engine
 from ..entities import ENTITIES, Entity
 from .bodies import (
@@ -38,7 +39,7 @@ def entity_blueprint(entity: Entity) -> Blueprint:
                 abort(422, message=f"{entity.collection} has no user_id.",
                       errors={"query": {"user_id": ["Unknown field."]}})
             items, next_cursor = get_engine().list_records(
-                entity, user_id=user_id, limit=limit, cursor=cursor)
+                entity, caller=current_caller(), user_id=user_id, limit=limit, cursor=cursor)
             return jsonify(items=items, next_cursor=next_cursor)
 
         @blp.doc(**record_body_doc(entity.schema_class, "One record; absent fields keep their "
@@ -47,7 +48,8 @@ def entity_blueprint(entity: Entity) -> Blueprint:
         @blp.alt_response(422, schema=ErrorSchema, description="Invalid record (kept in sync_rejects).")
         def post(self):
             """Create or update one record by its key."""
-            outcome = get_engine().upsert_record(entity, json_body(), route=request.path)
+            outcome = get_engine().upsert_record(entity, json_body(), caller=current_caller(),
+                                                 route=request.path)
             return jsonify(result=outcome.result, record=outcome.record)
 
         @blp.arguments(ClearArgs, location="query", as_kwargs=True)
@@ -61,7 +63,8 @@ def entity_blueprint(entity: Entity) -> Blueprint:
                     abort(422, message=f"{entity.collection} cannot be cleared by user_id.",
                           errors={"query": {"user_id": ["Unknown field."]}})
                 selector = {entity.clear_by: user_id}
-            deleted = get_engine().delete_records(entity, selector, route=request.path)
+            deleted = get_engine().delete_records(entity, selector, caller=current_caller(),
+                                                  route=request.path)
             return jsonify(deleted=deleted)
 
     class Record(MethodView):
@@ -71,7 +74,7 @@ def entity_blueprint(entity: Entity) -> Blueprint:
         @blp.alt_response(404, schema=ErrorSchema, description="No such record.")
         def get(self, ref: str):
             """Read one record."""
-            record = get_engine().find_record(entity, ref)
+            record = get_engine().find_record(entity, ref, caller=current_caller())
             if record is None:
                 abort(404, message=f"No {entity.collection} record with {entity.ref_field} {ref}.")
             return jsonify(record)
@@ -79,7 +82,8 @@ def entity_blueprint(entity: Entity) -> Blueprint:
         @blp.response(200, DeleteResult)
         def delete(self, ref: str):
             """Delete one record; deleting what is not there is `{"deleted": 0}`."""
-            deleted = get_engine().delete_records(entity, {entity.ref_field: ref}, route=request.path)
+            deleted = get_engine().delete_records(entity, {entity.ref_field: ref}, caller=current_caller(),
+                                                  route=request.path)
             return jsonify(deleted=deleted)
 
     names = [entity.collection] + ([entity.legacy_route] if entity.legacy_route else [])

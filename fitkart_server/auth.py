@@ -1,0 +1,140 @@
+"""Who is calling: a Supabase token, or, with authentication off, a loopback client.
+
+`FITKART_AUTH=auto` (the default) checks tokens when a Supabase secret or URL is set;
+otherwise it serves loopback clients only, so the existing frontend works on a
+developer's machine and an exposed server without authentication cannot happen by accident.
+"""
+
+import ipaddress
+import logging
+
+from flask import Flask, g, request
+from flask_smorest import abort
+
+from .policy import SERVICE, Caller
+from .tokens import InvalidToken, TokenVerifier
+
+log = logging.getLogger(__name__)
+
+MODES = ("supabase", "off", "auto")
+PROTECTED_PREFIX = "/api/sync"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fitkart-sync"'}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: list[str]) -> list[Network]:
+    """FITKART_TRUSTED_PROXIES entries (addresses or CIDR ranges) as networks."""
+    try:
+        return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+    except ValueError as error:
+        raise ValueError(f"FITKART_TRUSTED_PROXIES: {error}") from None
+
+
+def client_address(remote_addr: str | None, forwarded_for: str | None, trusted: list[Network]) -> str:
+    """The client's address: X-Forwarded-For is believed only as far as trusted proxies vouch."""
+    address = remote_addr or ""
+    if not trusted or not _within(address, trusted):
+        return address
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    for hop in reversed(hops):  # the right-most hops were added by our own proxies
+        if not _within(hop, trusted):
+            return hop
+    return hops[0] if hops else address
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8 or ::1 (an IPv4-mapped loopback counts too)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def _within(address: str, networks: list[Network]) -> bool:
+    """Whether an address string lies in any of the networks."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def resolve_mode(config: dict) -> str:
+    """`supabase` or `off` for FITKART_AUTH (auto: supabase when a secret or URL is set)."""
+    mode = config["FITKART_AUTH"]
+    if mode not in MODES:
+        raise ValueError(f"FITKART_AUTH must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "auto":
+        configured = config["SUPABASE_JWT_SECRET"] or config["SUPABASE_URL"]
+        return "supabase" if configured else "off"
+    return mode
+
+
+class Authenticator:
+    """Decides, once per request, who the caller is (or answers 401/403)."""
+
+    def __init__(self, mode: str, loopback_only: bool, verifier: TokenVerifier | None,
+                 trusted_proxies: list[Network]) -> None:
+        self.mode = mode
+        self.loopback_only = loopback_only
+        self.verifier = verifier
+        self.trusted_proxies = trusted_proxies
+
+    def authenticate(self) -> None:
+        """before_request: set `g.caller`, or abort."""
+        if self.loopback_only:
+            address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                     self.trusted_proxies)
+            if not is_loopback(address):
+                abort(403, message="Authentication is off, so only loopback clients are served. "
+                                   "Set SUPABASE_JWT_SECRET or SUPABASE_URL to serve others.")
+        if self.verifier is None:
+            g.caller = SERVICE  # authentication off: the local frontend has full rights
+            return
+        if request.method == "OPTIONS" or not request.path.startswith(PROTECTED_PREFIX):
+            return  # CORS preflights, health checks and the API docs carry no token
+        g.caller = self.caller_from_header(request.headers.get("Authorization", ""))
+
+    def caller_from_header(self, header: str) -> Caller:
+        """The caller an `Authorization: Bearer` header proves; 401 when it proves nothing."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            abort(401, message="Missing bearer token.", headers=BEARER_CHALLENGE)
+        try:
+            return self.verifier.caller(token.strip())
+        except InvalidToken:
+            abort(401, message="Invalid token.",
+                  headers={"WWW-Authenticate": 'Bearer realm="fitkart-sync", error="invalid_token"'})
+
+
+def current_caller() -> Caller:
+    """The caller of the current request, as `authenticate` set it."""
+    return g.caller
+
+
+def init_app(app: Flask) -> None:
+    """Choose the mode, say it in the start-up log, check every request."""
+    mode = resolve_mode(app.config)
+    loopback_only = mode == "off" and app.config["FITKART_AUTH"] == "auto"
+    verifier = None
+    if mode == "supabase":
+        if not (app.config["SUPABASE_JWT_SECRET"] or app.config["SUPABASE_URL"]):
+            raise ValueError("FITKART_AUTH=supabase needs SUPABASE_JWT_SECRET or SUPABASE_URL")
+        verifier = TokenVerifier(app.config["SUPABASE_JWT_SECRET"], app.config["SUPABASE_URL"],
+                                 leeway_seconds=app.config["FITKART_JWT_LEEWAY_SECONDS"],
+                                 jwks_cooldown_seconds=app.config["FITKART_JWKS_COOLDOWN_SECONDS"])
+    authenticator = Authenticator(mode, loopback_only, verifier,
+                                  parse_networks(app.config["FITKART_TRUSTED_PROXIES"]))
+    app.extensions["fitkart_auth"] = authenticator
+    app.before_request(authenticator.authenticate)
+    if loopback_only:
+        app.logger.warning("AUTHENTICATION OFF: no SUPABASE_JWT_SECRET or SUPABASE_URL is set, so only "
+                           "loopback clients (127.0.0.0/8, ::1) are served; others get 403.")
+    elif mode == "off":
+        app.logger.warning("AUTHENTICATION OFF (FITKART_AUTH=off): every client has full rights.")
+    else:
+        app.logger.info("Supabase authentication on (%s).", ", ".join(
+            name for name in ("SUPABASE_JWT_SECRET", "SUPABASE_URL") if app.config[name]))
