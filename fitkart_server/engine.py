@@ -16,7 +16,7 @@ from bson.errors import InvalidDocument
 from marshmallow import ValidationError
 from pymongo import UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DocumentTooLarge, DuplicateKeyError, WriteError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
 
 from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .entities import BY_COLLECTION, Entity
@@ -28,6 +28,7 @@ REJECT_PAYLOAD_LIMIT = 64 * 1024
 MAX_ATTEMPTS = 10
 OPERATIONS = ("upsert", "delete")
 MISSING = "Missing data for required field."
+DUPLICATE = ("Another record already holds a unique value of this one (its id, or its key).", {})
 
 
 def utc_now() -> datetime:
@@ -107,14 +108,13 @@ class SyncEngine:
                     PROVENANCE_FIELD: _provenance(source, 1)}
         try:
             self.database[entity.collection].insert_one(document)
-        except DuplicateKeyError as error:
+        except DuplicateKeyError:
             key_filter = {name: values[name] for name in entity.key}
             if self.database[entity.collection].find_one(key_filter, {"_id": 1}) is not None:
                 return None  # lost the race to create it: merge into the winner instead
-            raise reject("Another record already holds a unique value of this one.",
-                         _duplicate_errors(error)) from None
-        except (WriteError, InvalidDocument, DocumentTooLarge) as error:
-            raise reject(f"The database refused the record: {_reason(error)}") from None
+            raise reject(*DUPLICATE) from None
+        except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
+            raise reject(*_refusal(error)) from None
         return UpsertOutcome("created", self.show(entity, document))
 
     def _update(self, entity: Entity, current: dict, values: dict, source: str,
@@ -138,11 +138,8 @@ class SyncEngine:
         try:
             written = self.database[entity.collection].update_one(
                 guard, {"$set": {**changes, PROVENANCE_FIELD: provenance}})
-        except DuplicateKeyError as error:
-            raise reject("Another record already holds a unique value of this one.",
-                         _duplicate_errors(error)) from None
-        except (WriteError, InvalidDocument, DocumentTooLarge) as error:
-            raise reject(f"The database refused the record: {_reason(error)}") from None
+        except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
+            raise reject(*_refusal(error)) from None
         if written.matched_count == 0:
             return None
         return UpsertOutcome("updated", self.show(entity, {**current, **changes}))
@@ -349,14 +346,13 @@ def _field_errors(error: ValidationError) -> dict:
     return messages if isinstance(messages, dict) else {"_schema": list(messages)}
 
 
-def _duplicate_errors(error: DuplicateKeyError) -> dict:
-    """Name the field(s) whose unique index refused the write, when the server says."""
-    details = error.details or {}
-    fields = list((details.get("keyPattern") or {}).keys()) or ["_schema"]
-    return {name: ["Already used by another record."] for name in fields}
-
-
-def _reason(error: Exception) -> str:
-    """The database's own short reason for refusing a document."""
-    details = getattr(error, "details", None) or {}
-    return str(details.get("errmsg") or error).split(", full error:")[0]
+def _refusal(error: Exception) -> tuple[str, dict]:
+    """Why the database refused a write for its content; re-raises any other failure."""
+    if isinstance(error, DuplicateKeyError) or "UNIQUE constraint failed" in str(error):
+        # FerretDB v1 reports a unique violation on update as InternalError, not E11000.
+        return DUPLICATE
+    if isinstance(error, WriteError | InvalidDocument | DocumentTooLarge):
+        details = getattr(error, "details", None) or {}
+        reason = str(details.get("errmsg") or error).split(", full error:")[0]
+        return f"The database refused the record: {reason}", {}
+    raise error

@@ -1,5 +1,6 @@
 """Marshmallow schemas: what clients may post for each table, and how records are shown."""
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -12,6 +13,10 @@ CENT = Decimal("0.01")
 MONEY_LIMIT = Decimal("100000000")  # numeric(10,2): eight digits before the point
 INT4_MAX = 2**31 - 1
 RESERVED_KEYS = ("_id", PROVENANCE_FIELD)
+# Columns the schema does not declare are kept if named like Postgres columns (at most 63
+# bytes). Besides being what Supabase sends, it keeps out top-level keys with quotes or
+# control characters, which FerretDB v1 stores but then cannot read back.
+COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class Uuid(fields.UUID):
@@ -31,7 +36,10 @@ class Timestamp(fields.AwareDateTime):
         super().__init__(default_timezone=UTC, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
-        moment = super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        try:
+            moment = super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Timestamp out of range.") from None
         # Truncate as BSON does, so comparisons with stored values are exact.
         return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
@@ -149,9 +157,12 @@ class RecordSchema(Schema):
         if not isinstance(data, dict):
             return data
         errors = find_unstorable(data)
-        for key in RESERVED_KEYS:
-            if key in data:
+        for key in data:
+            if key in RESERVED_KEYS:
                 errors[key] = ["Key reserved by the mirror."]
+            elif key not in self.fields and isinstance(key, str) and not COLUMN_NAME.match(key):
+                errors.setdefault(key, []).append(
+                    "Not a column name: letters, digits and _, not starting with a digit, at most 63.")
         if errors:
             raise ValidationError(errors)
         return data

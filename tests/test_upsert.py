@@ -33,6 +33,7 @@ def post(client, collection: str, record):
     ("orders", order(total_amount=None), "total_amount"),
     ("user_roles", {"user_id": new_id(), "role": "admin"}, "role"),
     ("profiles", profile(email="e" * 400), "email"),
+    ("profiles", profile(updated_at="0001-01-01T00:00:02+20:01"), "updated_at"),
 ])
 def test_invalid_record_is_422_naming_the_field_and_nothing_is_written(client, mongo, collection,
                                                                         record, bad_field):
@@ -220,3 +221,15 @@ def test_every_collection_accepts_its_rows(client, mongo, collection):
             assert shown[name] == value, name
     assert mongo[collection].count_documents({}) == 1
     assert stamp(0)  # the rows carry Supabase-style timestamps
+
+
+def test_unique_id_clash_is_422_on_insert_and_on_update(client, mongo):
+    """A second record claiming a stored record's id is refused, whether new or updated."""
+    first, second = profile(), profile()
+    post(client, "profiles", first)
+    post(client, "profiles", second)
+    for clash in ({**profile(), "id": first["id"]}, {"user_id": second["user_id"], "id": first["id"]}):
+        response = post(client, "profiles", clash)
+        assert response.status_code == 422 and "unique" in response.json["message"]
+    assert mongo.profiles.find_one({"user_id": second["user_id"]})["id"] == second["id"]
+    assert mongo.sync_rejects.count_documents({"collection": "profiles"}) == 2
