@@ -1,0 +1,41 @@
+/**
+ * @fitkart/local-sync: mirror FitKart's Supabase writes into FitKart Sync, durably.
+ *
+ * `localSync` is a drop-in for the shop's old service (same method names); it is created
+ * on first use with the options given to `configureLocalSync`, if any.
+ */
+
+import { createLocalSync, type LocalSync, type LocalSyncOptions } from "./client.js";
+
+export { createLocalSync } from "./client.js";
+export type { AccessTokenGetter, LocalSync, LocalSyncOptions, Rejection, SyncStatus } from "./client.js";
+export { Outbox, identify, type Entry } from "./outbox.js";
+export * from "./records.js";
+export { defaultStorage, memoryStorage, webStorage, type StorageAdapter } from "./storage.js";
+
+let shared: LocalSync | undefined;
+let sharedOptions: LocalSyncOptions = {};
+
+/** Set the options of the shared `localSync` (call before its first use). */
+export function configureLocalSync(options: LocalSyncOptions): void {
+  shared?.stop();
+  shared = undefined;
+  sharedOptions = options;
+}
+
+/** The shared client, made on first use. */
+function sharedClient(): LocalSync {
+  shared ??= createLocalSync(sharedOptions);
+  return shared;
+}
+
+/** The drop-in replacement for the shop's `localSync` service. */
+export const localSync: LocalSync = new Proxy({} as LocalSync, {
+  get(_target, name: string | symbol) {
+    const client = sharedClient() as unknown as Record<string | symbol, unknown>;
+    const value = client[name];
+    return typeof value === "function" ? value.bind(client) : value;
+  },
+});
+
+export default localSync;
