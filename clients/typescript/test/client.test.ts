@@ -349,3 +349,47 @@ describe("durability and tabs", () => {
     assert.equal(seen.at(-1), 0);
   });
 });
+
+describe("retry triggers", () => {
+  test("the timer retries pending changes once the back-off has passed", async () => {
+    const server = new FakeServer();
+    let down = true;
+    const defaultAnswer = server.answer;
+    server.answer = (batch, index) => (down ? new Error("offline") : defaultAnswer(batch, index));
+    const sync = createLocalSync({ fetch: server.fetch, storage: memoryStorage(), flushDelayMs: 1,
+      flushIntervalMs: 10, retryBaseMs: 20, retryMaxMs: 20 });
+    await sync.syncCartItem(cartRow(ID1));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.equal(sync.status().pending, 1);
+    down = false;
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    sync.stop();
+    assert.equal(sync.status().pending, 0);
+  });
+
+  test("the browser's online event flushes at once, forgetting the back-off", async () => {
+    const target = new EventTarget();
+    const events = globalThis as unknown as Record<string, unknown>;
+    events.addEventListener = target.addEventListener.bind(target);
+    events.removeEventListener = target.removeEventListener.bind(target);
+    try {
+      const server = new FakeServer();
+      let down = true;
+      const defaultAnswer = server.answer;
+      server.answer = (batch, index) => (down ? new Error("offline") : defaultAnswer(batch, index));
+      const sync = createLocalSync({ fetch: server.fetch, storage: memoryStorage(), retryBaseMs: 60_000,
+        flushIntervalMs: 60_000 });
+      await sync.syncCartItem(cartRow(ID1));
+      await sync.flush();
+      assert.ok(sync.status().nextRetryAt! > Date.now() + 20_000);
+      down = false;
+      target.dispatchEvent(new Event("online"));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      sync.stop();
+      assert.equal(sync.status().pending, 0);
+    } finally {
+      delete events.addEventListener;
+      delete events.removeEventListener;
+    }
+  });
+});
