@@ -35,10 +35,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     auth.init_app(app)
 
-    from .api import batch, health, sync
+    from . import cli  # noqa: F401 (registers verify, repair, backfill, migrate-legacy)
+    from .api import batch, health, sync, webhooks
 
     for blueprint in sync.entity_blueprints():
         api.register_blueprint(blueprint)
     api.register_blueprint(batch.blp)
+    api.register_blueprint(webhooks.blp)
     app.register_blueprint(health.bp)
     return app

@@ -14,9 +14,9 @@ from decimal import Decimal
 from bson import Decimal128, ObjectId
 from bson.errors import InvalidDocument
 from marshmallow import ValidationError
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
 
 from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .entities import BY_COLLECTION, Entity
@@ -68,8 +68,12 @@ class SyncEngine:
     # -- upserts -----------------------------------------------------------------
 
     def upsert_record(self, entity: Entity, payload, *, caller: Caller = SERVICE, source: str = "client",
-                      route: str | None = None) -> UpsertOutcome:
-        """Create or merge one record by its key; refuse stale versions and other users' rows."""
+                      route: str | None = None, authoritative: bool = False) -> UpsertOutcome:
+        """Create or merge one record by its key; refuse stale versions and other users' rows.
+
+        `authoritative` (repairs from Supabase, the source of truth) skips the staleness and
+        tombstone checks and clears the record's tombstones.
+        """
         reject = _Rejecter(self, entity, "upsert", source, route, payload, caller)
         try:
             values = entity.schema.load(payload, partial=True)
@@ -84,7 +88,7 @@ class SyncEngine:
         for _ in range(MAX_ATTEMPTS):
             current = collection.find_one(key_filter)
             if current is None:
-                if self._is_tombstoned(entity, values):
+                if not authoritative and self._is_tombstoned(entity, values):
                     return UpsertOutcome("stale", None)
                 missing = [name for name in entity.required_on_create if name not in values]
                 if missing:
@@ -97,8 +101,10 @@ class SyncEngine:
             if current is None:
                 outcome = self._insert(entity, values, source, reject)
             else:
-                outcome = self._update(entity, current, values, source, reject)
+                outcome = self._update(entity, current, values, source, reject, authoritative)
             if outcome is not None:
+                if authoritative:
+                    self._forget_deletes(entity, values)
                 return outcome
         raise reject("Too many concurrent writes to this record; try again.")
 
@@ -118,14 +124,9 @@ class SyncEngine:
         return UpsertOutcome("created", self.show(entity, document))
 
     def _update(self, entity: Entity, current: dict, values: dict, source: str,
-                reject) -> UpsertOutcome | None:
+                reject, authoritative: bool = False) -> UpsertOutcome | None:
         """Merge the sent fields into a stored record; None when it changed meanwhile."""
-        stamp_field = entity.timestamp_field
-        stamp, stored_stamp = values.get(stamp_field), current.get(stamp_field)
-        if stamp is not None and stored_stamp is not None and _utc(stamp) < _utc(stored_stamp):
-            return UpsertOutcome("stale", self.show(entity, current))
-        if values.get("id") not in (None, current.get("id")) and self._is_tombstoned(
-                entity, {"id": values["id"]}):
+        if not authoritative and self._is_stale(entity, current, values):
             return UpsertOutcome("stale", self.show(entity, current))
         changes = {name: value for name, value in values.items()
                    if name not in current or current[name] != value}
@@ -144,6 +145,20 @@ class SyncEngine:
             return None
         return UpsertOutcome("updated", self.show(entity, {**current, **changes}))
 
+    def _is_stale(self, entity: Entity, current: dict, values: dict) -> bool:
+        """Whether `values` is older than the stored record, or names a deleted Supabase id."""
+        if _is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)):
+            return True
+        return values.get("id") not in (None, current.get("id")) and self._is_tombstoned(
+            entity, {"id": values["id"]})
+
+    def _forget_deletes(self, entity: Entity, values: dict) -> None:
+        """Drop the tombstones of a record Supabase says exists, so it can be updated again."""
+        clauses = [{"key": entity.key_of(values)}]
+        if values.get("id") is not None:
+            clauses.append({"id": values["id"]})
+        self.tombstones.delete_many({"collection": entity.collection, "$or": clauses})
+
     def _is_tombstoned(self, entity: Entity, values: dict) -> bool:
         """Whether a delete already removed this Supabase id, or this key after `values`' time."""
         clauses = []
@@ -158,6 +173,74 @@ class SyncEngine:
         alive = {"$gt": utc_now() - self.tombstone_lifetime}
         query = {"collection": entity.collection, "deleted_at": alive, "$or": clauses}
         return self.tombstones.find_one(query, {"_id": 1}) is not None
+
+    def bulk_upsert(self, entity: Entity, payloads: list, *, source: str = "reconcile",
+                    route: str | None = None) -> dict[str, int]:
+        """Upsert many complete records with one read and one bulk write; never overwrite a newer version.
+
+        For copying Supabase rows (backfill). Each record is validated as usual (refusals go
+        to `sync_rejects`). The stored versions of the page are read in one query; new
+        records are inserted, older ones updated by `_id` guarded by the version read (a
+        compare-and-set), and records whose stored version is newer are kept as they are.
+        """
+        counts = {"written": 0, "newer_kept": 0, "rejected": 0}
+        checked = []
+        for payload in payloads:
+            reject = _Rejecter(self, entity, "upsert", source, route, payload, SERVICE)
+            try:
+                values = entity.schema.load(payload, partial=True)
+            except ValidationError as error:
+                reject("Invalid record.", _field_errors(error))
+                counts["rejected"] += 1
+                continue
+            if any(name not in values for name in entity.key):
+                reject("The record lacks its key.")
+                counts["rejected"] += 1
+                continue
+            checked.append((payload, self._to_storage(entity, values)))
+        if not checked:
+            return counts
+        stamp_field = entity.timestamp_field
+        collection = self.database[entity.collection]
+        # One query for the whole page: a superset by each key field, matched exactly below.
+        query = {name: {"$in": list({values[name] for _, values in checked})} for name in entity.key}
+        stored = {tuple(doc.get(name) for name in entity.key): doc
+                  for doc in collection.find(query, {"_id": 1, stamp_field: 1, **{n: 1 for n in entity.key}})}
+        now, operations, payload_of = utc_now(), [], []
+        defaults = self._to_storage(entity, entity.insert_defaults)
+        for payload, values in checked:
+            current = stored.get(tuple(values[name] for name in entity.key))
+            if current is None:
+                document = {**{k: v for k, v in defaults.items() if k not in values}, **values,
+                            PROVENANCE_FIELD: _provenance(source, 1)}
+                operations.append(InsertOne(document))
+            elif _is_older(values.get(stamp_field), current.get(stamp_field)):
+                counts["newer_kept"] += 1
+                continue
+            else:
+                guard = {"_id": current["_id"], stamp_field: current.get(stamp_field)}
+                operations.append(UpdateOne(guard, {
+                    "$set": {**values, f"{PROVENANCE_FIELD}.written_at": now, f"{PROVENANCE_FIELD}.source": source},
+                    "$inc": {f"{PROVENANCE_FIELD}.version": 1}}))
+            payload_of.append(payload)
+        if not operations:
+            return counts
+        try:
+            result = collection.bulk_write(operations, ordered=False).bulk_api_result
+        except BulkWriteError as error:
+            result = error.details
+            for failure in result.get("writeErrors", []):
+                if failure.get("code") == 11000 or "UNIQUE constraint failed" in str(failure.get("errmsg")):
+                    counts["newer_kept"] += 1  # another writer created it meanwhile
+                else:
+                    counts["rejected"] += 1
+                    self.record_reject(reason=f"The database refused the record: {failure.get('errmsg')}",
+                                       errors={}, payload=payload_of[failure["index"]], route=route,
+                                       collection=entity.collection, operation="upsert", source=source)
+        updates = sum(isinstance(operation, UpdateOne) for operation in operations)
+        counts["newer_kept"] += updates - result.get("nMatched", 0)  # changed between read and write
+        counts["written"] += result.get("nInserted", 0) + result.get("nModified", 0)
+        return counts
 
     # -- deletes -----------------------------------------------------------------
 
@@ -333,6 +416,11 @@ def _json_bytes(value) -> bytes:
 def _provenance(source: str, version: int) -> dict:
     """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
     return {"written_at": utc_now(), "source": source, "version": version}
+
+
+def _is_older(stamp: datetime | None, stored: datetime | None) -> bool:
+    """Whether a version's timestamp is older than the stored one's (unknown is never older)."""
+    return stamp is not None and stored is not None and _utc(stamp) < _utc(stored)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -120,3 +120,21 @@ def secure_app(make_app, database_uri, decimal_mode, jwks_server):
 def secure_client(secure_app):
     """A test client of the app with authentication on."""
     return secure_app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL for the Supabase side, for the whole run."""
+    from .postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def supabase_db(postgres_server):
+    """A fresh PostgreSQL database holding the FitKart tables; its connection string."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield postgres_server.create_database(name)
+    postgres_server.drop_database(name)

@@ -1,0 +1,240 @@
+"""Proving the mirror equals Supabase (verify), making it so (repair), and filling it (backfill).
+
+Both sides are streamed in key order and merge-joined, so memory stays flat whatever the
+table size. Values are normalised before comparing, honestly and only as far as the two
+stores really differ: uuid case, timestamps to the millisecond (BSON's precision) in UTC,
+numeric(10,2) as decimals whatever FITKART_DECIMAL_MODE stored, arrays as lists, jsonb as
+JSON values; a column the mirror lacks equals a Supabase null.
+"""
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from bson import Decimal128
+from pymongo.database import Database
+
+from .documents import PROVENANCE_FIELD
+from .engine import SyncEngine, utc_now
+from .entities import Entity
+from .schemas import CENT, Money, Timestamp, Uuid
+from .sources import PAGE_SIZE, Source
+
+RUNS_COLLECTION = "sync_runs"
+CHECKPOINTS_COLLECTION = "sync_backfill"
+
+
+@dataclass
+class FieldDifference:
+    """One column whose values differ."""
+
+    field: str
+    supabase: object
+    mirror: object
+
+
+@dataclass
+class Drift:
+    """One record that is missing from the mirror, extra in it, or different."""
+
+    kind: str  # "missing" | "extra" | "different"
+    key: dict
+    supabase: dict | None
+    mirror: dict | None
+    fields: list[FieldDifference] = field(default_factory=list)
+
+
+@dataclass
+class TableReport:
+    """What verify found in one table."""
+
+    table: str
+    supabase_rows: int = 0
+    mirror_rows: int = 0
+    missing: list[dict] = field(default_factory=list)
+    extra: list[dict] = field(default_factory=list)
+    different: list[dict] = field(default_factory=list)
+
+    @property
+    def drift(self) -> int:
+        """Records that are not the same on both sides."""
+        return len(self.missing) + len(self.extra) + len(self.different)
+
+    def add(self, drift: Drift) -> None:
+        """Count one drifting record."""
+        if drift.kind == "different":
+            self.different.append({"key": drift.key, "fields": [
+                {"field": d.field, "supabase": shown(d.supabase), "mirror": shown(d.mirror)} for d in drift.fields]})
+        else:
+            getattr(self, drift.kind).append(drift.key)
+
+    def as_dict(self) -> dict:
+        """The report as JSON-ready data."""
+        return {"supabase_rows": self.supabase_rows, "mirror_rows": self.mirror_rows, "drift": self.drift,
+                "missing": self.missing, "extra": self.extra, "different": self.different}
+
+
+def normalize(entity: Entity, column: str, value):
+    """A value from either side in the one form both are compared in."""
+    if value is None:
+        return None
+    kind = entity.schema.fields.get(column)
+    if isinstance(kind, Timestamp) or isinstance(value, datetime):
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if isinstance(kind, Money):
+        return Decimal(str(value)).quantize(CENT)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str) and isinstance(kind, Uuid):
+        return value.lower()
+    return value
+
+
+def shown(value):
+    """A normalised value as the report prints it."""
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def key_of(entity: Entity, record: dict) -> tuple:
+    """A record's key as a comparable tuple."""
+    return tuple(normalize(entity, name, record.get(name)) for name in entity.key)
+
+
+def differing_fields(entity: Entity, row: dict, document: dict) -> list[FieldDifference]:
+    """The Supabase columns whose values differ in the mirror's document."""
+    differences = []
+    for column, value in row.items():
+        ours, theirs = normalize(entity, column, document.get(column)), normalize(entity, column, value)
+        if ours != theirs:
+            differences.append(FieldDifference(column, theirs, ours))
+    return differences
+
+
+def mirror_rows(database: Database, entity: Entity, page_size: int = PAGE_SIZE) -> Iterator[dict]:
+    """The mirror's documents in key order, a keyset page at a time."""
+    collection = database[entity.collection]
+    order = [(name, 1) for name in entity.key]
+    projection = {"_id": 0, PROVENANCE_FIELD: 0}
+    after: tuple | None = None
+    while True:
+        query = {} if after is None else _after_query(entity.key, after)
+        page = list(collection.find(query, projection).sort(order).limit(page_size))
+        yield from page
+        if len(page) < page_size:
+            return
+        after = tuple(page[-1].get(name) for name in entity.key)
+
+
+def _after_query(key: tuple[str, ...], after: tuple) -> dict:
+    """The filter for "key > after" over one or two key fields."""
+    if len(key) == 1:
+        return {key[0]: {"$gt": after[0]}}
+    return {"$or": [{key[0]: {"$gt": after[0]}}, {key[0]: after[0], key[1]: {"$gt": after[1]}}]}
+
+
+def compare_table(entity: Entity, source: Source, database: Database, report: TableReport,
+                  advance: Callable[[int], None] = lambda n: None) -> Iterator[Drift]:
+    """Merge-join Supabase rows with mirror documents in key order; yield each drifting record."""
+    theirs = source.rows(entity.collection, entity.key)
+    ours = mirror_rows(database, entity)
+    row, document = next(theirs, None), next(ours, None)
+    while row is not None or document is not None:
+        row_key = key_of(entity, row) if row is not None else None
+        doc_key = key_of(entity, document) if document is not None else None
+        if document is None or (row is not None and row_key < doc_key):
+            report.supabase_rows += 1
+            advance(1)
+            yield Drift("missing", dict(zip(entity.key, row_key, strict=True)), row, None)
+            row = next(theirs, None)
+        elif row is None or doc_key < row_key:
+            report.mirror_rows += 1
+            yield Drift("extra", dict(zip(entity.key, doc_key, strict=True)), None, document)
+            document = next(ours, None)
+        else:
+            report.supabase_rows += 1
+            report.mirror_rows += 1
+            advance(1)
+            differences = differing_fields(entity, row, document)
+            if differences:
+                yield Drift("different", dict(zip(entity.key, row_key, strict=True)), row, document, differences)
+            row, document = next(theirs, None), next(ours, None)
+
+
+def as_payload(row: dict) -> dict:
+    """A Supabase row as the JSON a client would send (what the engine validates)."""
+    converted = {}
+    for column, value in row.items():
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, uuid.UUID | Decimal):
+            value = str(value)
+        converted[column] = value
+    return converted
+
+
+def repair_drift(engine: SyncEngine, entity: Entity, drift: Drift) -> str:
+    """Make one drifting record equal to Supabase through the engine; what was done."""
+    if drift.kind == "extra":
+        engine.delete_records(entity, drift.key, source="reconcile", route="flask fitkart repair")
+        return "deleted"
+    engine.upsert_record(entity, as_payload(drift.supabase), source="reconcile", route="flask fitkart repair",
+                         authoritative=True)
+    return "upserted"
+
+
+def backfill_table(engine: SyncEngine, entity: Entity, source: Source, *, page_size: int = PAGE_SIZE,
+                   max_pages: int | None = None, restart: bool = False,
+                   advance: Callable[[int], None] = lambda n: None) -> dict:
+    """Copy a table into the mirror in bulk pages, resuming after the last page a previous run finished."""
+    checkpoints = engine.database[CHECKPOINTS_COLLECTION]
+    if restart:
+        checkpoints.delete_one({"_id": entity.collection})
+    saved = checkpoints.find_one({"_id": entity.collection})
+    after = tuple(saved["after"]) if saved else None
+    totals = {"rows": 0, "written": 0, "newer_kept": 0, "rejected": 0, "pages": 0, "complete": False,
+              "resumed": saved is not None}
+    page: list[dict] = []
+
+    def write(rows: list[dict]) -> None:
+        counts = engine.bulk_upsert(entity, [as_payload(row) for row in rows], source="reconcile",
+                                    route="flask fitkart backfill")
+        for name, number in counts.items():
+            totals[name] += number
+        totals["rows"] += len(rows)
+        totals["pages"] += 1
+        last = [shown(normalize(entity, name, rows[-1][name])) for name in entity.key]
+        checkpoints.replace_one({"_id": entity.collection}, {"_id": entity.collection, "after": last,
+                                                             "at": utc_now()}, upsert=True)
+        advance(len(rows))
+
+    for row in source.rows(entity.collection, entity.key, after):
+        page.append(row)
+        if len(page) == page_size:
+            write(page)
+            page = []
+            if max_pages is not None and totals["pages"] >= max_pages:
+                return totals
+    if page:
+        write(page)
+    checkpoints.delete_one({"_id": entity.collection})
+    totals["complete"] = True
+    return totals
+
+
+def record_run(database: Database, kind: str, source: Source, started_at: datetime, tables: dict,
+               status: str) -> None:
+    """Keep one run's outcome in `sync_runs`, for the status page and for operators."""
+    database[RUNS_COLLECTION].insert_one({
+        "kind": kind, "source": source.description, "started_at": started_at, "finished_at": utc_now(),
+        "status": status, "tables": tables,
+    })
