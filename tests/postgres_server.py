@@ -16,9 +16,20 @@ from .mongo_server import free_port
 SCHEMA = Path(__file__).resolve().parent.parent / "sql" / "fitkart_schema.sql"
 
 
+def installed_initdbs() -> list[str]:
+    """initdb of each installed PostgreSQL server, oldest version first."""
+    return sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+
+
 def postgres_bindir() -> Path:
-    """The newest installed server's bin directory (`apt-get install -y postgresql`)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    """The newest installed server's bin directory, installing Debian's package first if needed (as root)."""
+    if not installed_initdbs() and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("Installing PostgreSQL (apt-get install -y postgresql) ...", flush=True)
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=environment,
+                       stdout=subprocess.DEVNULL)
+    found = installed_initdbs()
     if not found:
         raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql")
     return Path(found[-1]).parent

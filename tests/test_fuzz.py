@@ -11,14 +11,16 @@ from .tokens import JWT_SECRET, bearer, claims_for, hs256
 # Bounded so CI stays fast; FITKART_FUZZ_EXAMPLES=500 digs deeper locally.
 EXAMPLES_PER_OPERATION = int(os.environ.get("FITKART_FUZZ_EXAMPLES", 25))
 # The service role reaches every code path that row-level rules would otherwise cut short.
-SERVICE_KEY = bearer(hs256(claims_for(None, role="service_role", issuer="supabase", audience=None)))
+# The webhook secret lets the fuzzer past the receiver's door too.
+HEADERS = {**bearer(hs256(claims_for(None, role="service_role", issuer="supabase", audience=None))),
+           "X-Webhook-Secret": "fuzz-webhook-secret"}
 
 
 @pytest.fixture
 def fuzzed_app(make_app, database_uri, decimal_mode):
     """The app on a fresh database, with authentication on."""
     return make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
-                    SUPABASE_JWT_SECRET=JWT_SECRET)
+                    SUPABASE_JWT_SECRET=JWT_SECRET, FITKART_WEBHOOK_SECRET="fuzz-webhook-secret")
 
 
 def test_no_operation_answers_5xx(fuzzed_app):
@@ -33,7 +35,7 @@ def test_no_operation_answers_5xx(fuzzed_app):
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def no_server_error(case) -> None:
-            response = case.call(headers=SERVICE_KEY)
+            response = case.call(headers=HEADERS)
             assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text[:300]}"
 
         try:

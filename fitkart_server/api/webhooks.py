@@ -33,10 +33,10 @@ class WebhookSchema(Schema):
 
 
 def check_secret() -> None:
-    """401 unless the configured header carries FITKART_WEBHOOK_SECRET."""
+    """403 while no secret is configured; 401 unless the configured header carries it."""
     secret = current_app.config["FITKART_WEBHOOK_SECRET"]
     if not secret:
-        abort(503, message="Webhooks are off: set FITKART_WEBHOOK_SECRET.")
+        abort(403, message="Webhooks are off: set FITKART_WEBHOOK_SECRET.")
     sent = request.headers.get(current_app.config["FITKART_WEBHOOK_HEADER"], "")
     if not hmac.compare_digest(sent.encode(), secret.encode()):
         abort(401, message="Invalid webhook secret.")
@@ -50,6 +50,7 @@ class SupabaseWebhook(MethodView):
     @blp.response(200, description="Applied: the upsert result or the delete count.")
     @blp.alt_response(202, description="Not a mirrored table: ignored.")
     @blp.alt_response(401, schema=ErrorSchema, description="Missing or wrong secret.")
+    @blp.alt_response(403, schema=ErrorSchema, description="Webhooks are off (no FITKART_WEBHOOK_SECRET).")
     @blp.alt_response(422, schema=ErrorSchema, description="Not a webhook payload, or an invalid record.")
     def post(self):
         """Apply one row change from Supabase."""
