@@ -38,6 +38,9 @@ class Config:
     FITKART_DECIMAL_MODE = os.environ.get("FITKART_DECIMAL_MODE", "decimal128").strip().lower()
     FITKART_TOMBSTONE_DAYS = _int("FITKART_TOMBSTONE_DAYS", 30)
     FITKART_DB_TIMEOUT_MS = _int("FITKART_DB_TIMEOUT_MS", 2000)
+    FITKART_DB_SOCKET_TIMEOUT_MS = _int("FITKART_DB_SOCKET_TIMEOUT_MS", 10_000)
+    # "auto": majority against a replica set (or sharded cluster), 1 against a standalone server.
+    FITKART_WRITE_CONCERN = os.environ.get("FITKART_WRITE_CONCERN", "auto").strip().lower()
     MAX_CONTENT_LENGTH = _int("FITKART_MAX_CONTENT_LENGTH", 1024 * 1024)
 
     FITKART_AUTH = os.environ.get("FITKART_AUTH", "auto").strip().lower()

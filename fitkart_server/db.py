@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.write_concern import WriteConcern
 
 from .documents import Reject, Tombstone
 from .engine import SyncEngine
@@ -59,10 +60,14 @@ def local_mongodb_answers(timeout: float = 0.3) -> bool:
 class Store:
     """One app's database: a client per process (fork-safe), prepared on first use."""
 
-    def __init__(self, uri: str, *, timeout_ms: int, decimal_mode: str, tombstone_days: int) -> None:
+    def __init__(self, uri: str, *, timeout_ms: int, decimal_mode: str, tombstone_days: int,
+                 socket_timeout_ms: int = 10_000, write_concern: str = "auto") -> None:
         self.uri = uri
         self.embedded = uri == EMBEDDED
         self.timeout_ms = timeout_ms
+        self.socket_timeout_ms = socket_timeout_ms
+        self.write_concern = write_concern
+        self._concern: WriteConcern | None = None
         self.decimal_mode = decimal_mode
         self.tombstone_days = tombstone_days
         self._pid: int | None = None
@@ -97,7 +102,9 @@ class Store:
             if name.lower() not in lowered:  # a timeout written in the URI wins
                 options[name] = self.timeout_ms
         if "sockettimeoutms" not in lowered:
-            options["socketTimeoutMS"] = max(self.timeout_ms * 5, 10_000)
+            # A database that answers too slowly becomes a 503, not a pile of stuck requests.
+            options["socketTimeoutMS"] = self.socket_timeout_ms
+        # Retryable writes stay on (pymongo's default): a failover mid-write is retried once.
         return pymongo.MongoClient(self.uri, **options)
 
     def database(self) -> Database:
@@ -113,7 +120,7 @@ class Store:
                         f"database unreachable: {error.__class__.__name__}") from error
         if self._problem:
             raise DatabaseUnavailable(self._problem)
-        return database
+        return database if self._concern is None else database.with_options(write_concern=self._concern)
 
     def engine(self) -> SyncEngine:
         """The sync engine over this database."""
@@ -128,6 +135,7 @@ class Store:
                 options = {k: v for k, v in spec.items() if k != "fields" and v}
                 collection.create_index(spec["fields"], **options)
         self._create_tombstone_ttl(database)
+        self._concern = self._choose_write_concern(database)
         self._problem = self._decimal_problem(database)
         if self._problem:
             log.error(self._problem)
@@ -150,6 +158,16 @@ class Store:
                     "name": "deleted_at_ttl", "expireAfterSeconds": seconds})
             else:
                 raise
+
+    def _choose_write_concern(self, database: Database) -> WriteConcern | None:
+        """FITKART_WRITE_CONCERN: majority against a replica set, 1 standalone, unless set."""
+        if self.embedded:
+            return None
+        setting = self.write_concern
+        if setting == "auto":
+            hello = database.client.admin.command("hello")
+            setting = "majority" if hello.get("setName") or hello.get("msg") == "isdbgrid" else "1"
+        return WriteConcern(w=int(setting) if setting.isdigit() else setting)
 
     def _decimal_problem(self, database: Database) -> str | None:
         """Why FITKART_DECIMAL_MODE=decimal128 cannot work here, or None when it can."""
@@ -211,7 +229,9 @@ def init_app(app: Flask) -> None:
     uri = choose_uri(app.config["FITKART_MONGODB_URI"])
     store = Store(uri, timeout_ms=app.config["FITKART_DB_TIMEOUT_MS"],
                   decimal_mode=app.config["FITKART_DECIMAL_MODE"],
-                  tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"])
+                  tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"],
+                  socket_timeout_ms=app.config["FITKART_DB_SOCKET_TIMEOUT_MS"],
+                  write_concern=app.config["FITKART_WRITE_CONCERN"])
     app.extensions["fitkart_store"] = store
     if store.embedded:
         origin = "FITKART_MONGODB_URI=embedded" if app.config["FITKART_MONGODB_URI"] else (

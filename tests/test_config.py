@@ -70,3 +70,12 @@ def test_passwords_are_hidden_from_readyz(app_with_uri, monkeypatch):
     app = app_with_uri("mongodb://fitkart:s3cret@127.0.0.1:9/database?serverSelectionTimeoutMS=200")
     body = app.test_client().get("/readyz").get_data(as_text=True)
     assert "s3cret" not in body and "fitkart:***@127.0.0.1:9" in body
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("auto", {"w": 1}), ("majority", {"w": "majority"}),
+                                                   ("2", {"w": 2})])
+def test_write_concern_follows_the_setting(make_app, database_uri, decimal_mode, setting, expected):
+    """FITKART_WRITE_CONCERN: auto is 1 on a standalone server (the test server), or as configured."""
+    app = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                   FITKART_WRITE_CONCERN=setting)
+    assert app.extensions["fitkart_store"].database().write_concern.document == expected

@@ -1,0 +1,76 @@
+"""The server as deployed, for the tests and the benchmark: gunicorn with gunicorn.conf.py."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .mongo_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def request(url: str, body: dict | None = None, timeout: float = 15) -> tuple[int, dict]:
+    """One JSON request as the frontend makes it; status and body (status 0: no answer at all)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            try:
+                return error.code, json.load(error)
+            except ValueError:
+                return error.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+class GunicornServer:
+    """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port, against a given database."""
+
+    def __init__(self, database_uri: str, decimal_mode: str, *, workers: int = 2, threads: int = 4,
+                 env: dict | None = None) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "FITKART_MONGODB_URI": database_uri, "FITKART_DECIMAL_MODE": decimal_mode,
+                    "WEB_CONCURRENCY": str(workers), "FITKART_THREADS": str(threads), **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> "GunicornServer":
+        """Start and wait for /healthz."""
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.process = subprocess.Popen(
+            [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}", "--access-logfile",
+             "/dev/null", "wsgi:app"], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while request(f"{self.url}/healthz", timeout=1)[0] != 200:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start")
+            time.sleep(0.1)
+        return self
+
+    def worker_pids(self) -> list[int]:
+        """The master's worker processes."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def terminate(self) -> int:
+        """SIGTERM (graceful stop); the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        """Make sure it is gone."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
