@@ -164,15 +164,14 @@ class Reject(Document):
 
 
 class Tombstone(Document):
-    """The memory of a delete, so late or repeated upserts cannot resurrect the record."""
+    """The memory of a delete, so late or repeated upserts cannot resurrect the record.
 
+    Its _id says what it remembers: `<collection>|key|<key>` or `<collection>|id|<Supabase id>`,
+    so every check is a primary-key lookup.
+    """
+
+    id = StringField(primary_key=True)
     collection_name = StringField(required=True, db_field="collection")
-    key = StringField()
-    supabase_id = StringField(db_field="id")
     deleted_at = DateTimeField(required=True)
     # The TTL index on deleted_at is created by db.py: its lifetime is a setting.
-    meta = {
-        "collection": "sync_tombstones",
-        "indexes": [("collection_name", "key"), ("collection_name", "supabase_id")],
-        "auto_create_index": False,
-    }
+    meta = {"collection": "sync_tombstones", "indexes": ["collection_name"], "auto_create_index": False}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from bson import Decimal128, ObjectId
+from bson import Decimal128
 from bson.errors import InvalidDocument
 from marshmallow import ValidationError
 from pymongo import InsertOne, UpdateOne
@@ -84,9 +84,10 @@ class SyncEngine:
             raise reject("The record lacks its key.", {name: [MISSING] for name in missing_key})
         values = self._to_storage(entity, values)
         collection = self.database[entity.collection]
-        key_filter = {name: values[name] for name in entity.key}
+        # The key is the document's _id: one primary-key lookup, and uniqueness for free.
+        doc_id = entity.key_of(values)
         for _ in range(MAX_ATTEMPTS):
-            current = collection.find_one(key_filter)
+            current = collection.find_one({"_id": doc_id})
             if current is None:
                 if not authoritative and self._is_tombstoned(entity, values):
                     return UpsertOutcome("stale", None)
@@ -110,13 +111,12 @@ class SyncEngine:
 
     def _insert(self, entity: Entity, values: dict, source: str, reject) -> UpsertOutcome | None:
         """Insert a new record; None when another writer created it first."""
-        document = {**self._to_storage(entity, entity.insert_defaults), **values,
+        document = {"_id": entity.key_of(values), **self._to_storage(entity, entity.insert_defaults), **values,
                     PROVENANCE_FIELD: _provenance(source, 1)}
         try:
             self.database[entity.collection].insert_one(document)
         except DuplicateKeyError:
-            key_filter = {name: values[name] for name in entity.key}
-            if self.database[entity.collection].find_one(key_filter, {"_id": 1}) is not None:
+            if self.database[entity.collection].find_one({"_id": document["_id"]}, {"_id": 1}) is not None:
                 return None  # lost the race to create it: merge into the winner instead
             raise reject(*DUPLICATE) from None
         except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
@@ -154,25 +154,21 @@ class SyncEngine:
 
     def _forget_deletes(self, entity: Entity, values: dict) -> None:
         """Drop the tombstones of a record Supabase says exists, so it can be updated again."""
-        clauses = [{"key": entity.key_of(values)}]
-        if values.get("id") is not None:
-            clauses.append({"id": values["id"]})
-        self.tombstones.delete_many({"collection": entity.collection, "$or": clauses})
+        self.tombstones.delete_many({"_id": {"$in": _tombstone_ids(entity, entity.key_of(values), values.get("id"))}})
 
     def _is_tombstoned(self, entity: Entity, values: dict) -> bool:
         """Whether a delete already removed this Supabase id, or this key after `values`' time."""
-        clauses = []
-        if values.get("id") is not None:
-            clauses.append({"id": values["id"]})  # Supabase never reuses an id
-        stamp = values.get(entity.timestamp_field)
-        if stamp is not None and all(name in values for name in entity.key):
-            clauses.append({"key": entity.key_of(values), "deleted_at": {"$gte": stamp}})
-        if not clauses:
-            return False
         # Expired tombstones are ignored even where the database cannot expire them (FerretDB).
-        alive = {"$gt": utc_now() - self.tombstone_lifetime}
-        query = {"collection": entity.collection, "deleted_at": alive, "$or": clauses}
-        return self.tombstones.find_one(query, {"_id": 1}) is not None
+        alive_since = utc_now() - self.tombstone_lifetime
+        if values.get("id") is not None:  # Supabase never reuses an id
+            found = self.tombstones.find_one({"_id": _id_tombstone(entity, values["id"])})
+            if found is not None and _utc(found["deleted_at"]) > alive_since:
+                return True
+        stamp = values.get(entity.timestamp_field)
+        if stamp is None or not all(name in values for name in entity.key):
+            return False
+        found = self.tombstones.find_one({"_id": f"{entity.collection}|key|{entity.key_of(values)}"})
+        return found is not None and _utc(found["deleted_at"]) > alive_since and _utc(found["deleted_at"]) >= stamp
 
     def bulk_upsert(self, entity: Entity, payloads: list, *, source: str = "reconcile",
                     route: str | None = None) -> dict[str, int]:
@@ -202,16 +198,16 @@ class SyncEngine:
             return counts
         stamp_field = entity.timestamp_field
         collection = self.database[entity.collection]
-        # One query for the whole page: a superset by each key field, matched exactly below.
-        query = {name: {"$in": list({values[name] for _, values in checked})} for name in entity.key}
-        stored = {tuple(doc.get(name) for name in entity.key): doc
-                  for doc in collection.find(query, {"_id": 1, stamp_field: 1, **{n: 1 for n in entity.key}})}
+        # One query for the whole page, by primary key.
+        ids = [entity.key_of(values) for _, values in checked]
+        stored = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}}, {"_id": 1, stamp_field: 1})}
         now, operations, payload_of = utc_now(), [], []
         defaults = self._to_storage(entity, entity.insert_defaults)
         for payload, values in checked:
-            current = stored.get(tuple(values[name] for name in entity.key))
+            current = stored.get(entity.key_of(values))
             if current is None:
-                document = {**{k: v for k, v in defaults.items() if k not in values}, **values,
+                document = {"_id": entity.key_of(values), **{k: v for k, v in defaults.items() if k not in values},
+                            **values,
                             PROVENANCE_FIELD: _provenance(source, 1)}
                 operations.append(InsertOne(document))
             elif _is_older(values.get(stamp_field), current.get(stamp_field)):
@@ -260,18 +256,22 @@ class SyncEngine:
         now = utc_now()
         if not found:
             if exact:
-                # Remember the delete anyway: its upsert may still be on its way.
+                # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
                 key = entity.key_of(query) if all(name in query for name in entity.key) else None
-                self.tombstones.update_one(
-                    {"collection": entity.collection, "key": key, "id": query.get("id")},
-                    {"$setOnInsert": {"deleted_at": now}}, upsert=True)
+                self._write_tombstones(entity, [(key, query.get("id"))], {"$setOnInsert": {"deleted_at": now}})
             return 0
         # Tombstones first: if the delete then fails, a retry finds them and finishes it.
-        self.tombstones.bulk_write([
-            UpdateOne({"collection": entity.collection, "key": entity.key_of(doc),
-                       "id": doc.get("id")}, {"$set": {"deleted_at": now}}, upsert=True)
-            for doc in found], ordered=False)
+        self._write_tombstones(entity, [(entity.key_of(doc), doc.get("id")) for doc in found],
+                               {"$set": {"deleted_at": now}})
         return collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}}).deleted_count
+
+    def _write_tombstones(self, entity: Entity, records: list[tuple[str | None, str | None]],
+                          update: dict) -> None:
+        """Upsert the tombstones (by key and by Supabase id) of deleted records."""
+        operations = [UpdateOne({"_id": tombstone_id}, {**update, "$set": {
+            **update.get("$set", {}), "collection": entity.collection}}, upsert=True)
+            for key, record_id in records for tombstone_id in _tombstone_ids(entity, key, record_id)]
+        self.tombstones.bulk_write(operations, ordered=False)
 
     def _delete_query(self, entity: Entity, selector, reject) -> tuple[dict, bool]:
         """Turn a delete selector into a query, and whether it names one record."""
@@ -303,7 +303,8 @@ class SyncEngine:
             ref = entity.schema.fields[entity.ref_field].deserialize(ref)
         except ValidationError:
             return None  # not a uuid, so no record has it
-        document = self.database[entity.collection].find_one({entity.ref_field: ref})
+        by_key = entity.key == (entity.ref_field,)
+        document = self.database[entity.collection].find_one({"_id": ref} if by_key else {entity.ref_field: ref})
         if document is None:
             return None
         entity.rules.check_read(caller, document)
@@ -311,15 +312,15 @@ class SyncEngine:
 
     def list_records(self, entity: Entity, *, caller: Caller = SERVICE, user_id: str | None = None,
                      limit: int = 100, cursor: str | None = None) -> tuple[list[dict], str | None]:
-        """One page of the records the caller may read, in insertion order, and the next cursor."""
+        """One page of the records the caller may read, in key order, and the next cursor."""
         conditions = [entity.rules.read_query(caller)]
         if user_id is not None:
             conditions.append({"user_id": user_id.lower()})
         if cursor is not None:
-            conditions.append({"_id": {"$gt": ObjectId(cursor)}})
+            conditions.append({"_id": {"$gt": cursor}})
         query = {"$and": conditions}
         documents = list(self.database[entity.collection].find(query).sort("_id", 1).limit(limit + 1))
-        next_cursor = str(documents[limit - 1]["_id"]) if len(documents) > limit else None
+        next_cursor = documents[limit - 1]["_id"] if len(documents) > limit else None
         return [self.show(entity, doc) for doc in documents[:limit]], next_cursor
 
     def show(self, entity: Entity, document: dict) -> dict:
@@ -416,6 +417,19 @@ def _json_bytes(value) -> bytes:
 def _provenance(source: str, version: int) -> dict:
     """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
     return {"written_at": utc_now(), "source": source, "version": version}
+
+
+def _id_tombstone(entity: Entity, record_id: str) -> str:
+    """The tombstone _id that remembers a deleted Supabase id (the key's own where the key is id)."""
+    return f"{entity.collection}|{'key' if entity.key == ('id',) else 'id'}|{record_id}"
+
+
+def _tombstone_ids(entity: Entity, key: str | None, record_id: str | None) -> list[str]:
+    """The tombstones of one deleted record: by its key, and by its Supabase id when that differs."""
+    ids = [f"{entity.collection}|key|{key}"] if key is not None else []
+    if record_id is not None and _id_tombstone(entity, record_id) not in ids:
+        ids.append(_id_tombstone(entity, record_id))
+    return ids
 
 
 def _is_older(stamp: datetime | None, stored: datetime | None) -> bool:

@@ -11,7 +11,7 @@ from datetime import datetime
 from bson import Decimal128, ObjectId
 
 from .documents import PROVENANCE_FIELD
-from .engine import RecordRejected, SyncEngine, utc_now
+from .engine import RecordRejected, SyncEngine
 from .entities import BY_COLLECTION
 
 LEGACY_COLLECTIONS = {"cartitems": "cart_items", "wishlistitems": "wishlist_items", "userroles": "user_roles",
@@ -40,26 +40,24 @@ def migrate(engine: SyncEngine) -> dict[str, dict[str, int]]:
     report = {}
     for old_name, new_name in LEGACY_COLLECTIONS.items():
         entity = BY_COLLECTION[new_name]
-        old, new = database[old_name], database[new_name]
+        old = database[old_name]
         in_place = old_name == new_name
         counts = {"moved": 0, "failed": 0}
         query = {PROVENANCE_FIELD: {"$exists": False}} if in_place else {}
         for legacy in list(old.find(query)):
             payload = as_json({key: value for key, value in legacy.items() if key not in ("_id", "__v")})
+            if in_place:
+                # The record is rewritten under its key as _id; the mongoose copy (ObjectId _id,
+                # same unique key) makes room first and comes back if the record is refused.
+                old.delete_one({"_id": legacy["_id"]})
             try:
                 engine.upsert_record(entity, payload, source="reconcile", route=ROUTE)
             except RecordRejected:
+                if in_place:
+                    old.insert_one(legacy)
                 counts["failed"] += 1  # kept where it is, and in sync_rejects with the reason
                 continue
-            holder = new.find_one({name: payload[name].lower() if isinstance(payload[name], str) else payload[name]
-                                   for name in entity.key}, {"_id": 1})
-            if in_place and holder is not None and holder["_id"] == legacy["_id"]:
-                # The legacy document itself now holds the validated record: stamp it as the mirror's.
-                new.update_one({"_id": legacy["_id"], PROVENANCE_FIELD: {"$exists": False}},
-                               {"$set": {PROVENANCE_FIELD: {"written_at": utc_now(), "source": "reconcile",
-                                                            "version": 1}}})
-                new.update_one({"_id": legacy["_id"]}, {"$unset": {"__v": ""}})
-            else:
+            if not in_place:
                 old.delete_one({"_id": legacy["_id"]})
             counts["moved"] += 1
         report[old_name] = counts

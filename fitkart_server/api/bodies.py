@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 from ..entities import Entity
 from ..schemas import Uuid
 
-CURSOR = validate.Regexp(r"^[0-9a-f]{24}$", error="Not a cursor this server returned.")
+CURSOR = validate.Regexp(r"^[0-9a-f|-]{1,200}$", error="Not a cursor this server returned.")
 
 
 def json_body():

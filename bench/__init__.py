@@ -1,0 +1,1 @@
+"""Benchmarks of FitKart Sync (run with `python -m bench.run`)."""
