@@ -268,10 +268,16 @@ class SyncEngine:
     def _write_tombstones(self, entity: Entity, records: list[tuple[str | None, str | None]],
                           update: dict) -> None:
         """Upsert the tombstones (by key and by Supabase id) of deleted records."""
-        operations = [UpdateOne({"_id": tombstone_id}, {**update, "$set": {
-            **update.get("$set", {}), "collection": entity.collection}}, upsert=True)
-            for key, record_id in records for tombstone_id in _tombstone_ids(entity, key, record_id)]
-        self.tombstones.bulk_write(operations, ordered=False)
+        change = {**update, "$set": {**update.get("$set", {}), "collection": entity.collection}}
+        for key, record_id in records:
+            for tombstone_id in _tombstone_ids(entity, key, record_id):
+                # One by one: FerretDB v1 answers some bulk upserts by _id without `nModified`,
+                # which pymongo's bulk result merging cannot take.
+                try:
+                    self.tombstones.update_one({"_id": tombstone_id}, change, upsert=True)
+                except DuplicateKeyError:
+                    # Two deletes raced to create it: it exists now, so this is a plain update.
+                    self.tombstones.update_one({"_id": tombstone_id}, change, upsert=True)
 
     def _delete_query(self, entity: Entity, selector, reject) -> tuple[dict, bool]:
         """Turn a delete selector into a query, and whether it names one record."""
