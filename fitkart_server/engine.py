@@ -47,6 +47,16 @@ class RecordRejected(Exception):
 
 
 @dataclass(frozen=True)
+class PlannedWrite:
+    """A write an upsert decided on: an insert, or a guarded update; and the record it leaves."""
+
+    doc_id: str
+    insert: dict | None
+    update: tuple[dict, dict] | None
+    result: dict
+
+
+@dataclass(frozen=True)
 class UpsertOutcome:
     """What an upsert did (`created`, `updated`, `unchanged`, `stale`) and the stored record."""
 
@@ -75,6 +85,25 @@ class SyncEngine:
         tombstone checks and clears the record's tombstones.
         """
         reject = _Rejecter(self, entity, "upsert", source, route, payload, caller)
+        values = self._validated(entity, payload, reject)
+        collection = self.database[entity.collection]
+        # The key is the document's _id: one primary-key lookup, and uniqueness for free.
+        doc_id = entity.key_of(values)
+        for _ in range(MAX_ATTEMPTS):
+            current = collection.find_one({"_id": doc_id})
+            decision = self._decide(entity, values, current, caller, source, reject, authoritative,
+                                    lambda tombstone_id: self.tombstones.find_one({"_id": tombstone_id}))
+            if isinstance(decision, UpsertOutcome):
+                return decision
+            outcome = self._write(entity, decision, reject)
+            if outcome is not None:
+                if authoritative:
+                    self._forget_deletes(entity, values)
+                return outcome
+        raise reject("Too many concurrent writes to this record; try again.")
+
+    def _validated(self, entity: Entity, payload, reject) -> dict:
+        """The payload validated (422 naming each bad field), keyed, and in storage form."""
         try:
             values = entity.schema.load(payload, partial=True)
         except ValidationError as error:
@@ -82,92 +111,78 @@ class SyncEngine:
         missing_key = [name for name in entity.key if name not in values]
         if missing_key:
             raise reject("The record lacks its key.", {name: [MISSING] for name in missing_key})
-        values = self._to_storage(entity, values)
-        collection = self.database[entity.collection]
-        # The key is the document's _id: one primary-key lookup, and uniqueness for free.
-        doc_id = entity.key_of(values)
-        for _ in range(MAX_ATTEMPTS):
-            current = collection.find_one({"_id": doc_id})
-            if current is None:
-                if not authoritative and self._is_tombstoned(entity, values):
-                    return UpsertOutcome("stale", None)
-                missing = [name for name in entity.required_on_create if name not in values]
-                if missing:
-                    raise reject("A new record needs every NOT NULL column that has no default.",
-                                 {name: [MISSING] for name in missing})
-            try:  # before any answer about the stored record, so nothing leaks
-                entity.rules.check_write(caller, values, current, self.database)
-            except Forbidden as error:
-                raise reject.forbidden(error) from None
-            if current is None:
-                outcome = self._insert(entity, values, source, reject)
-            else:
-                outcome = self._update(entity, current, values, source, reject, authoritative)
-            if outcome is not None:
-                if authoritative:
-                    self._forget_deletes(entity, values)
-                return outcome
-        raise reject("Too many concurrent writes to this record; try again.")
+        return self._to_storage(entity, values)
 
-    def _insert(self, entity: Entity, values: dict, source: str, reject) -> UpsertOutcome | None:
-        """Insert a new record; None when another writer created it first."""
-        document = {"_id": entity.key_of(values), **self._to_storage(entity, entity.insert_defaults), **values,
-                    PROVENANCE_FIELD: _provenance(source, 1)}
-        try:
-            self.database[entity.collection].insert_one(document)
-        except DuplicateKeyError:
-            if self.database[entity.collection].find_one({"_id": document["_id"]}, {"_id": 1}) is not None:
-                return None  # lost the race to create it: merge into the winner instead
-            raise reject(*DUPLICATE) from None
-        except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
-            raise reject(*_refusal(error)) from None
-        return UpsertOutcome("created", self.show(entity, document))
-
-    def _update(self, entity: Entity, current: dict, values: dict, source: str,
-                reject, authoritative: bool = False) -> UpsertOutcome | None:
-        """Merge the sent fields into a stored record; None when it changed meanwhile."""
-        if not authoritative and self._is_stale(entity, current, values):
+    def _decide(self, entity: Entity, values: dict, current: dict | None, caller: Caller, source: str,
+                reject, authoritative: bool, find_tombstone) -> "UpsertOutcome | PlannedWrite":
+        """What an upsert does to the stored record: a final answer, or the write to make."""
+        if current is None:
+            if not authoritative and self._is_tombstoned(entity, values, find_tombstone):
+                return UpsertOutcome("stale", None)
+            missing = [name for name in entity.required_on_create if name not in values]
+            if missing:
+                raise reject("A new record needs every NOT NULL column that has no default.",
+                             {name: [MISSING] for name in missing})
+        try:  # before any answer about the stored record, so nothing leaks
+            entity.rules.check_write(caller, values, current, self.database)
+        except Forbidden as error:
+            raise reject.forbidden(error) from None
+        if current is None:
+            document = {"_id": entity.key_of(values), **self._to_storage(entity, entity.insert_defaults),
+                        **values, PROVENANCE_FIELD: _provenance(source, 1)}
+            return PlannedWrite(document["_id"], document, None, document)
+        if not authoritative and self._is_stale(entity, current, values, find_tombstone):
             return UpsertOutcome("stale", self.show(entity, current))
         changes = {name: value for name, value in values.items()
                    if name not in current or current[name] != value}
         if not changes:
             return UpsertOutcome("unchanged", self.show(entity, current))
         version = (current.get(PROVENANCE_FIELD) or {}).get("version")
-        provenance = _provenance(source, (version or 0) + 1)
         # The version guard makes this a compare-and-set: no lock, a retry on a lost race.
         guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
+        update = {"$set": {**changes, PROVENANCE_FIELD: _provenance(source, (version or 0) + 1)}}
+        return PlannedWrite(current["_id"], None, (guard, update), {**current, **changes})
+
+    def _write(self, entity: Entity, planned: "PlannedWrite", reject) -> UpsertOutcome | None:
+        """Make one planned write; None when another writer got there first (retry)."""
+        collection = self.database[entity.collection]
         try:
-            written = self.database[entity.collection].update_one(
-                guard, {"$set": {**changes, PROVENANCE_FIELD: provenance}})
+            if planned.insert is not None:
+                collection.insert_one(planned.insert)
+            elif collection.update_one(*planned.update).matched_count == 0:
+                return None
+        except DuplicateKeyError:
+            if collection.find_one({"_id": planned.doc_id}, {"_id": 1}) is not None:
+                return None  # lost the race to create it: merge into the winner instead
+            raise reject(*DUPLICATE) from None
         except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
             raise reject(*_refusal(error)) from None
-        if written.matched_count == 0:
-            return None
-        return UpsertOutcome("updated", self.show(entity, {**current, **changes}))
+        return UpsertOutcome("created" if planned.insert is not None else "updated",
+                             self.show(entity, planned.result))
 
-    def _is_stale(self, entity: Entity, current: dict, values: dict) -> bool:
+    def _is_stale(self, entity: Entity, current: dict, values: dict, find_tombstone) -> bool:
         """Whether `values` is older than the stored record, or names a deleted Supabase id."""
         if _is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)):
             return True
         return values.get("id") not in (None, current.get("id")) and self._is_tombstoned(
-            entity, {"id": values["id"]})
+            entity, {"id": values["id"]}, find_tombstone)
 
     def _forget_deletes(self, entity: Entity, values: dict) -> None:
         """Drop the tombstones of a record Supabase says exists, so it can be updated again."""
         self.tombstones.delete_many({"_id": {"$in": _tombstone_ids(entity, entity.key_of(values), values.get("id"))}})
 
-    def _is_tombstoned(self, entity: Entity, values: dict) -> bool:
+    def _is_tombstoned(self, entity: Entity, values: dict, find_tombstone) -> bool:
         """Whether a delete already removed this Supabase id, or this key after `values`' time."""
         # Expired tombstones are ignored even where the database cannot expire them (FerretDB).
         alive_since = utc_now() - self.tombstone_lifetime
         if values.get("id") is not None:  # Supabase never reuses an id
-            found = self.tombstones.find_one({"_id": _id_tombstone(entity, values["id"])})
+            found = find_tombstone(_id_tombstone(entity, values["id"]))
             if found is not None and _utc(found["deleted_at"]) > alive_since:
                 return True
         stamp = values.get(entity.timestamp_field)
         if stamp is None or not all(name in values for name in entity.key):
             return False
-        found = self.tombstones.find_one({"_id": f"{entity.collection}|key|{entity.key_of(values)}"})
+        found = find_tombstone(f"{entity.collection}|key|{entity.key_of(values)}")
         return found is not None and _utc(found["deleted_at"]) > alive_since and _utc(found["deleted_at"]) >= stamp
 
     def bulk_upsert(self, entity: Entity, payloads: list, *, source: str = "reconcile",
