@@ -140,8 +140,8 @@ class SyncEngine:
         version = (current.get(PROVENANCE_FIELD) or {}).get("version")
         # The version guard makes this a compare-and-set: no lock, a retry on a lost race.
         guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
-        update = {"$set": {**changes, PROVENANCE_FIELD: _provenance(source, (version or 0) + 1)}}
-        return PlannedWrite(current["_id"], None, (guard, update), {**current, **changes})
+        written = {**changes, PROVENANCE_FIELD: _provenance(source, (version or 0) + 1)}
+        return PlannedWrite(current["_id"], None, (guard, {"$set": written}), {**current, **written})
 
     def _write(self, entity: Entity, planned: "PlannedWrite", reject) -> UpsertOutcome | None:
         """Make one planned write; None when another writer got there first (retry)."""
@@ -372,6 +372,87 @@ class SyncEngine:
         outcome = self.upsert_record(entity, record, caller=caller, source=source, route=route)
         return {"result": outcome.result, "record": outcome.record}
 
+    def apply_batch(self, operations: list, *, caller: Caller = SERVICE, source: str = "client",
+                    route: str | None = None) -> list:
+        """Apply a batch in order; each item of the answer is a result dict or the refusal exception.
+
+        A batch of upserts of distinct records (the usual outbox flush or ingest) is decided
+        from one read per table (records and tombstones by _id) and written with one unordered
+        bulk_write per table; the few writes that lose a race are redone one by one. Any other
+        batch (deletes, or one record twice) is applied one operation at a time.
+        """
+        if not _bulk_eligible(operations):
+            return [self._apply_or_refusal(operation, caller, source, route) for operation in operations]
+        answers: list = [None] * len(operations)
+        planned: dict[str, list[tuple[int, Entity, dict, _Rejecter]]] = {}
+        for index, operation in enumerate(operations):
+            entity = BY_COLLECTION[operation["collection"]]
+            reject = _Rejecter(self, entity, "upsert", source, route, operation["record"], caller)
+            try:
+                values = self._validated(entity, operation["record"], reject)
+            except RecordRejected as refusal:
+                answers[index] = refusal
+                continue
+            planned.setdefault(entity.collection, []).append((index, entity, values, reject))
+        for name, items in planned.items():
+            self._apply_bulk(name, items, answers, caller, source, route)
+        return answers
+
+    def _apply_bulk(self, name: str, items: list, answers: list, caller: Caller, source: str,
+                    route: str | None) -> None:
+        """Decide the upserts of one table from one read, then write them in one bulk_write."""
+        entity = BY_COLLECTION[name]
+        collection = self.database[name]
+        ids = [entity.key_of(values) for _, _, values, _ in items]
+        current = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
+        tombstone_ids = [tid for _, _, values, _ in items for tid in _tombstone_ids(entity, None, values.get("id"))]
+        tombstone_ids += [f"{name}|key|{doc_id}" for doc_id in ids]
+        tombstones = {doc["_id"]: doc for doc in self.tombstones.find({"_id": {"$in": tombstone_ids}})}
+        writes: list[tuple[int, dict, PlannedWrite]] = []
+        for (index, _, values, reject), doc_id in zip(items, ids, strict=True):
+            try:
+                decision = self._decide(entity, values, current.get(doc_id), caller, source, reject, False,
+                                        tombstones.get)
+            except (RecordRejected, Forbidden) as refusal:
+                answers[index] = refusal
+                continue
+            if isinstance(decision, UpsertOutcome):
+                answers[index] = {"result": decision.result, "record": decision.record}
+            else:
+                writes.append((index, reject.payload, decision))
+        if not writes:
+            return
+        operations = [InsertOne(planned.insert) if planned.insert is not None else UpdateOne(*planned.update)
+                      for _, _, planned in writes]
+        try:
+            collection.bulk_write(operations, ordered=False)
+            failed = set()
+        except BulkWriteError as error:
+            failed = {failure["index"] for failure in error.details.get("writeErrors", [])}
+        # An update whose guard no longer matched wrote nothing: find those by their version.
+        expected = {planned.doc_id: planned.result[PROVENANCE_FIELD]["version"]
+                    for _, _, planned in writes if planned.update is not None}
+        stored = {}
+        if expected:
+            stored = {doc["_id"]: (doc.get(PROVENANCE_FIELD) or {}).get("version")
+                      for doc in collection.find({"_id": {"$in": list(expected)}}, {PROVENANCE_FIELD: 1})}
+        for position, (index, payload, planned) in enumerate(writes):
+            missed = planned.update is not None and stored.get(planned.doc_id) != expected[planned.doc_id]
+            if position in failed or missed:
+                # Lost a race or refused: redo it alone, with the full rules and error reporting.
+                answers[index] = self._apply_or_refusal(
+                    {"op": "upsert", "collection": name, "record": payload}, caller, source, route)
+            else:
+                result = "created" if planned.insert is not None else "updated"
+                answers[index] = {"result": result, "record": self.show(entity, planned.result)}
+
+    def _apply_or_refusal(self, operation, caller: Caller, source: str, route: str | None):
+        """One operation's result, or the exception that refused it."""
+        try:
+            return self.apply_operation(operation, caller=caller, source=source, route=route)
+        except (RecordRejected, Forbidden) as refusal:
+            return refusal
+
     # -- storage -----------------------------------------------------------------
 
     def _to_storage(self, entity: Entity, values: dict) -> dict:
@@ -438,6 +519,21 @@ def _json_bytes(value) -> bytes:
 def _provenance(source: str, version: int) -> dict:
     """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
     return {"written_at": utc_now(), "source": source, "version": version}
+
+
+def _bulk_eligible(operations: list) -> bool:
+    """Whether a batch is only upserts of distinct records of known tables (the bulk path's case)."""
+    seen = set()
+    for operation in operations:
+        if not isinstance(operation, dict) or operation.get("op") != "upsert" or \
+                operation.get("collection") not in BY_COLLECTION or not isinstance(operation.get("record"), dict):
+            return False
+        entity = BY_COLLECTION[operation["collection"]]
+        identity = (entity.collection, *(str(operation["record"].get(name)).lower() for name in entity.key))
+        if identity in seen:
+            return False
+        seen.add(identity)
+    return True
 
 
 def _id_tombstone(entity: Entity, record_id: str) -> str:

@@ -53,3 +53,37 @@ def test_batch_body_must_hold_a_list_of_operations(client, mongo):
     for body in ({"ops": []}, [], {"operations": {}}):
         assert client.post("/api/sync/batch", json=body).status_code == 422
     assert mongo.sync_rejects.count_documents({}) == 3
+
+
+def test_a_batch_of_distinct_upserts_is_decided_together_with_the_same_rules(client, mongo):
+    """The bulk path (upserts only, each record once) gives every rule the one-by-one path gives."""
+    from .records import order, profile, stamp
+
+    stored = order(updated_at=stamp(30))
+    client.post("/api/sync/orders", json=stored)
+    same = profile()
+    client.post("/api/sync/profiles", json=same)
+    deleted = cart_item()
+    client.delete(f"/api/sync/cart/{deleted['id']}")
+    fresh = [cart_item(), cart_item()]
+    operations = [
+        {"op": "upsert", "collection": "cart_items", "record": fresh[0]},
+        {"op": "upsert", "collection": "orders", "record": {**stored, "status": "shipped", "updated_at": stamp(40)}},
+        {"op": "upsert", "collection": "profiles", "record": same},
+        {"op": "upsert", "collection": "cart_items", "record": deleted},
+        {"op": "upsert", "collection": "products", "record": product(price=-1)},
+        {"op": "upsert", "collection": "cart_items", "record": {"id": new_id(), "quantity": 2}},
+        {"op": "upsert", "collection": "cart_items", "record": fresh[1]},
+    ]
+    results = client.post("/api/sync/batch", json={"operations": operations}).json["results"]
+    assert [r.get("result") for r in results] == ["created", "updated", "unchanged", "stale", None, None, "created"]
+    assert results[4]["error"]["code"] == 422 and "price" in results[4]["error"]["errors"]["json"]
+    assert set(results[5]["error"]["errors"]["json"]) == {"user_id", "product_id", "size"}
+    assert results[1]["record"]["status"] == "shipped"
+    assert sorted(doc["id"] for doc in mongo.cart_items.find()) == sorted(item["id"] for item in fresh)
+    assert mongo.orders.find_one({"id": stored["id"]})["_fitkart"]["version"] == 2
+    assert mongo.sync_rejects.count_documents({}) == 2
+    stale_order = {**stored, "status": "pending", "updated_at": stamp(35)}
+    again = client.post("/api/sync/batch", json={"operations": [
+        {"op": "upsert", "collection": "orders", "record": stale_order}]}).json["results"]
+    assert again[0]["result"] == "stale" and again[0]["record"]["status"] == "shipped"

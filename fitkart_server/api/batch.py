@@ -8,10 +8,9 @@ from marshmallow import Schema, fields, validate
 
 from ..auth import current_caller
 from ..db import get_engine
-from ..engine import OPERATIONS, RecordRejected
+from ..engine import OPERATIONS
 from ..entities import BY_COLLECTION
 from ..errors import error_body
-from ..policy import Forbidden
 from .bodies import json_body, record_body_doc
 
 blp = Blueprint("batch", __name__, url_prefix="/api/sync",
@@ -67,11 +66,7 @@ class Batch(MethodView):
                                  operation="batch", source="client", caller=current_caller())
             abort(413, message=f"At most {limit} operations per batch (FITKART_MAX_BATCH); "
                                "split it and send the parts in order.")
-        results = []
-        for operation in operations:
-            try:
-                results.append(engine.apply_operation(operation, caller=current_caller(),
-                                                      route=request.path))
-            except (RecordRejected, Forbidden) as refused:  # authorized and validated one by one
-                results.append({"error": error_body(refused)})
-        return jsonify(results=results)
+        # Authorized and validated one by one; a refusal takes its operation's place.
+        answers = engine.apply_batch(operations, caller=current_caller(), route=request.path)
+        return jsonify(results=[{"error": error_body(answer)} if isinstance(answer, Exception) else answer
+                                for answer in answers])
