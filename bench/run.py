@@ -46,6 +46,17 @@ def cart_doc(index: int) -> dict:
             "color": "indigo", "quantity": 1 + index % 5, "created_at": "2025-12-19T14:24:22.123456+00:00"}
 
 
+def per_second(worker, concurrency: int, done: list[int]) -> float:
+    """Run `worker(slot)` in `concurrency` threads; the units they counted in `done`, per second."""
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(concurrency)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - started)
+
+
 def ceiling_update_one(database, seconds: float, concurrency: int) -> float:
     """Raw update_one(upsert=True) round trips per second with `concurrency` client threads."""
     collection = database["ceiling_update"]
@@ -59,13 +70,7 @@ def ceiling_update_one(database, seconds: float, concurrency: int) -> float:
             collection.update_one({"id": document["id"]}, {"$set": document}, upsert=True)
             done[slot] += 1
 
-    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(concurrency)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - started)
+    return per_second(worker, concurrency, done)
 
 
 def ceiling_bulk_write(database, seconds: float, size: int) -> float:
@@ -112,13 +117,7 @@ def batch_ingest(url: str, seconds: float, concurrency: int, size: int = 500) ->
             done[slot] += size
         connection.close()
 
-    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(concurrency)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.monotonic() - started)
+    return per_second(worker, concurrency, done)
 
 
 def main() -> None:
