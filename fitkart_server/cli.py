@@ -201,7 +201,8 @@ def backfill_command(database_url, supabase_url, service_role_key, tables, page_
     """Copy every row from Supabase into the mirror, in bulk pages; resumable.
 
     Progress is saved after each page in `sync_backfill`; a run that stopped resumes after
-    the last finished page. A mirror record newer than the Supabase row is kept.
+    the last finished page. Rows go through the engine like a batch: a mirror record newer
+    than the Supabase row, or one deleted since, is kept as it is.
     """
     engine = database_or_exit()
     started = utc_now()
@@ -222,7 +223,7 @@ def backfill_command(database_url, supabase_url, service_role_key, tables, page_
     for name, result in results.items():
         state = "done" if result["complete"] else "paused (run again to resume)"
         click.echo(f"{name:<16}{result['rows']:>8} rows  {result['written']:>8} written  "
-                   f"{result['newer_kept']:>6} newer kept  {result['rejected']:>6} rejected  {state}")
+                   f"{result['kept']:>6} already there  {result['rejected']:>6} rejected  {state}")
 
 
 @fitkart_cli.command("migrate-legacy")

@@ -201,15 +201,20 @@ def backfill_table(engine: SyncEngine, entity: Entity, source: Source, *, page_s
         checkpoints.delete_one({"_id": entity.collection})
     saved = checkpoints.find_one({"_id": entity.collection})
     after = tuple(saved["after"]) if saved else None
-    totals = {"rows": 0, "written": 0, "newer_kept": 0, "rejected": 0, "pages": 0, "complete": False,
+    totals = {"rows": 0, "written": 0, "kept": 0, "rejected": 0, "pages": 0, "complete": False,
               "resumed": saved is not None}
     page: list[dict] = []
 
     def write(rows: list[dict]) -> None:
-        counts = engine.bulk_upsert(entity, [as_payload(row) for row in rows], source="reconcile",
-                                    route="flask fitkart backfill")
-        for name, number in counts.items():
-            totals[name] += number
+        # The batch path: one read and one bulk_write per page, with every rule of the engine.
+        operations = [{"op": "upsert", "collection": entity.collection, "record": as_payload(row)} for row in rows]
+        for answer in engine.apply_batch(operations, source="reconcile", route="flask fitkart backfill"):
+            if isinstance(answer, Exception):
+                totals["rejected"] += 1
+            elif answer["result"] in ("created", "updated"):
+                totals["written"] += 1
+            else:  # unchanged, or stale: the mirror already holds this version or a newer one
+                totals["kept"] += 1
         totals["rows"] += len(rows)
         totals["pages"] += 1
         last = [shown(normalize(entity, name, rows[-1][name])) for name in entity.key]

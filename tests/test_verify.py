@@ -233,7 +233,7 @@ def test_backfill_keeps_a_newer_mirror_version(runner, shop, mongo, client):
     fitkart(runner, "backfill", "--database-url", url)
     assert mongo.profiles.find_one({"user_id": newer["user_id"]})["full_name"] == "Asha (newest)"
     run = mongo.sync_runs.find_one({"kind": "backfill"})
-    assert run["tables"]["profiles"]["newer_kept"] == 1
+    assert run["tables"]["profiles"]["kept"] == 1
 
 
 def test_verify_reads_one_snapshot_in_a_read_only_transaction(shop):
