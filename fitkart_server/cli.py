@@ -138,10 +138,8 @@ def verify_command(database_url, supabase_url, service_role_key, tables, as_json
             reports = compare_all(engine, source, chosen(tables))
             drift = sum(report.drift for report in reports.values())
             reconcile.record_run(engine.database, "verify", source, started,
-                                 {name: report.as_dict() | {"missing": len(report.missing),
-                                                            "extra": len(report.extra),
-                                                            "different": len(report.different)}
-                                  for name, report in reports.items()}, "in_sync" if drift == 0 else "drift")
+                                 {name: report.counts() for name, report in reports.items()},
+                                 "in_sync" if drift == 0 else "drift")
     except SourceError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(ERROR)

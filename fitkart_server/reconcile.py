@@ -70,10 +70,14 @@ class TableReport:
         else:
             getattr(self, drift.kind).append(drift.key)
 
-    def as_dict(self) -> dict:
-        """The report as JSON-ready data."""
+    def counts(self) -> dict:
+        """How many rows and drifting records, per kind (what `sync_runs` keeps)."""
         return {"supabase_rows": self.supabase_rows, "mirror_rows": self.mirror_rows, "drift": self.drift,
-                "missing": self.missing, "extra": self.extra, "different": self.different}
+                "missing": len(self.missing), "extra": len(self.extra), "different": len(self.different)}
+
+    def as_dict(self) -> dict:
+        """The full report as JSON-ready data."""
+        return {**self.counts(), "missing": self.missing, "extra": self.extra, "different": self.different}
 
 
 def normalize(entity: Entity, column: str, value):

@@ -1,6 +1,5 @@
 """Rows inserted into the real PostgreSQL standing in for Supabase, in FitKart's shapes."""
 
-import json
 import uuid
 
 import psycopg
@@ -79,7 +78,3 @@ def generate_rows(database_url: str, *, products: int, carts: int, wishlists: in
             [profiles])
     return products + carts + wishlists + profiles
 
-
-def json_rows(rows: list[dict]) -> str:
-    """Rows as JSON text (for debugging failed comparisons)."""
-    return json.dumps(rows, default=str, indent=1)

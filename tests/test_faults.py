@@ -80,64 +80,61 @@ def own_database(decimal_mode):
     server.remove()
 
 
-def test_database_killed_under_load(own_database, decimal_mode):
+@pytest.fixture
+def deployed(own_database, decimal_mode):
+    """gunicorn as deployed (two workers) on the test's own database server; stopped afterwards."""
+    server, _ = own_database
+    app = GunicornServer(f"{server.base_uri}/faults", decimal_mode, workers=2).start()
+    yield app
+    app.stop()
+
+
+def test_database_killed_under_load(own_database, deployed):
     """Outage: 503s (never 500, never a hang); recovery within 5 s; every acknowledged write kept."""
     server, mongo = own_database
-    app = GunicornServer(f"{server.base_uri}/faults", decimal_mode).start()
-    try:
-        with Load(app.url) as load:
-            time.sleep(2)
-            server.stop()
-            down_at = time.monotonic()
-            time.sleep(4)
-            server.start()
-            up_at = time.monotonic()
-            time.sleep(6)
-        assert load.statuses() <= {200, 503}, load.statuses()
-        assert 503 in load.statuses(down_at)
-        assert max(seconds for _, _, seconds in load.answers) < 10
-        recovered = min(sent + seconds for sent, status, seconds in load.answers if status == 200 and sent > up_at)
-        assert recovered - up_at < 5, f"service resumed {recovered - up_at:.1f} s after the database"
-    finally:
-        app.stop()
+    with Load(deployed.url) as load:
+        time.sleep(2)
+        server.stop()
+        down_at = time.monotonic()
+        time.sleep(4)
+        server.start()
+        up_at = time.monotonic()
+        time.sleep(6)
+    assert load.statuses() <= {200, 503}, load.statuses()
+    assert 503 in load.statuses(down_at)
+    assert max(seconds for _, _, seconds in load.answers) < 10
+    recovered = min(sent + seconds for sent, status, seconds in load.answers if status == 200 and sent > up_at)
+    assert recovered - up_at < 5, f"service resumed {recovered - up_at:.1f} s after the database"
     assert_all_acknowledged_stored(mongo, load)
 
 
-def test_worker_killed_under_load(own_database, decimal_mode):
+def test_worker_killed_under_load(own_database, deployed):
     """kill -9 of a worker: the master replaces it, others keep serving, nothing acknowledged is lost."""
-    server, mongo = own_database
-    app = GunicornServer(f"{server.base_uri}/faults", decimal_mode, workers=2).start()
-    try:
-        with Load(app.url) as load:
-            time.sleep(2)
-            victim = app.worker_pids()[0]
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
-            time.sleep(5)
-            workers = app.worker_pids()
-        assert app.process.poll() is None and len(workers) == 2 and victim not in workers
-        # Requests cut off with the worker get no answer (status 0): never acknowledged, never 5xx.
-        assert load.statuses() <= {200, 0}, load.statuses()
-        assert load.statuses(killed_at + 1) == {200}
-    finally:
-        app.stop()
+    _, mongo = own_database
+    with Load(deployed.url) as load:
+        time.sleep(2)
+        victim = deployed.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        time.sleep(5)
+        workers = deployed.worker_pids()
+    assert deployed.process.poll() is None and len(workers) == 2 and victim not in workers
+    # Requests cut off with the worker get no answer (status 0): never acknowledged, never 5xx.
+    assert load.statuses() <= {200, 0}, load.statuses()
+    assert load.statuses(killed_at + 1) == {200}
     assert_all_acknowledged_stored(mongo, load)
 
 
-def test_graceful_stop_under_load(own_database, decimal_mode):
+def test_graceful_stop_under_load(own_database, deployed):
     """SIGTERM: in-flight requests finish, later ones are refused (no answer), exit status 0."""
-    server, mongo = own_database
-    app = GunicornServer(f"{server.base_uri}/faults", decimal_mode).start()
-    try:
-        with Load(app.url) as load:
-            time.sleep(2)
-            assert app.terminate() == 0
-            stopped_at = time.monotonic()
-            time.sleep(1)
-        assert load.statuses() <= {200, 0}, load.statuses()
-        assert load.statuses(stopped_at) == {0}
-    finally:
-        app.stop()
+    _, mongo = own_database
+    with Load(deployed.url) as load:
+        time.sleep(2)
+        assert deployed.terminate() == 0
+        stopped_at = time.monotonic()
+        time.sleep(1)
+    assert load.statuses() <= {200, 0}, load.statuses()
+    assert load.statuses(stopped_at) == {0}
     assert_all_acknowledged_stored(mongo, load)
 
 

@@ -34,7 +34,7 @@ def entity_blueprint(entity: Entity) -> Blueprint:
         @blp.arguments(ListArgs, location="query", as_kwargs=True)
         @blp.response(200, page_schema(entity))
         def get(self, user_id=None, limit=100, cursor=None):
-            """List records, oldest first, a page at a time."""
+            """List records in key order, a page at a time."""
             if user_id is not None and "user_id" not in entity.schema.fields:
                 abort(422, message=f"{entity.collection} has no user_id.",
                       errors={"query": {"user_id": ["Unknown field."]}})
