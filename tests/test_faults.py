@@ -96,7 +96,9 @@ def test_database_killed_under_load(own_database, deployed):
         time.sleep(2)
         server.stop()
         down_at = time.monotonic()
-        time.sleep(4)
+        # Longer than a request's worst wait (server selection, then pymongo's one retry: 2 x 2 s),
+        # so requests sent early in the outage must end in 503 before the database returns.
+        time.sleep(8)
         server.start()
         up_at = time.monotonic()
         time.sleep(6)
