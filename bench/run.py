@@ -4,8 +4,9 @@
 
 Starts a MongoDB-compatible server (mongod if installed, else FerretDB, as the tests do) and
 gunicorn with gunicorn.conf.py, then prints one table: raw pymongo ceilings, single upserts
-over HTTP (wrk with bench/mix.lua), batch ingest, their ratios to the ceilings, and the
-server's memory before and after. Figures, not pass/fail.
+over HTTP (wrk with bench/mix.lua), batch ingest, their ratios to the ceilings, the
+server's memory before and after, and `flask fitkart verify` at 100,000 and 1,000,000 rows
+(bench/verify_scale.py). Figures, not pass/fail.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from pathlib import Path
 import pymongo
 from pymongo import InsertOne
 
+from bench import verify_scale
 from tests.gunicorn_server import GunicornServer
 from tests.mongo_server import MongoServer
 
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="concurrent HTTP connections (C)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--batch-streams", type=int, default=2, help="concurrent batch senders")
+    parser.add_argument("--verify-rows", type=int, action="append",
+                        help="verify at scale with this many rows (repeatable; default 100000 and 1000000; 0: skip)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -146,6 +150,9 @@ def main() -> None:
         single = wrk(app.url, args.seconds, args.connections, args.threads)
         batch_rate = batch_ingest(app.url, args.seconds, args.batch_streams)
         rss_after = rss_mb([app.process.pid, *app.worker_pids()])
+        app.stop()
+        sizes = [rows for rows in (args.verify_rows or [100_000, 1_000_000]) if rows > 0]
+        at_scale = verify_scale.run_sizes(server, sizes, decimal_mode) if sizes else []
     finally:
         app.stop()
         client.close()
@@ -167,6 +174,8 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'value':>16}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>16}  {note}")
+    if at_scale:
+        verify_scale.print_table(at_scale)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+from pymongo.errors import PyMongoError
 
 from . import legacy, reconcile
 from .db import DatabaseUnavailable, fitkart_cli, get_store
@@ -65,10 +66,26 @@ def progress(label: str, length: int) -> Iterator:
         yield bar.update
 
 
-def database_or_exit():
-    """The mirror's database, or exit 2 with the reason."""
+@contextmanager
+def errors_exit() -> Iterator[None]:
+    """Either side failing mid-run is an error (exit 2) with its reason, never drift (1) or a trace."""
     try:
-        return get_store().engine()
+        yield
+    except (SourceError, DatabaseUnavailable) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(ERROR)
+    except PyMongoError as error:
+        click.echo(f"error: the mirror's database failed: {error.__class__.__name__}: {error}", err=True)
+        sys.exit(ERROR)
+
+
+def database_or_exit():
+    """The sync engine for a long job, or exit 2 with the reason."""
+    store = get_store().for_jobs()
+    if store is not get_store():
+        click.get_current_context().call_on_close(store.close)
+    try:
+        return store.engine()
     except DatabaseUnavailable as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(ERROR)
@@ -133,16 +150,12 @@ def verify_command(database_url, supabase_url, service_role_key, tables, as_json
     """
     engine = database_or_exit()
     started = utc_now()
-    try:
-        with opened_source(database_url, supabase_url, service_role_key) as source:
-            reports = compare_all(engine, source, chosen(tables))
-            drift = sum(report.drift for report in reports.values())
-            reconcile.record_run(engine.database, "verify", source, started,
-                                 {name: report.counts() for name, report in reports.items()},
-                                 "in_sync" if drift == 0 else "drift")
-    except SourceError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(ERROR)
+    with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
+        reports = compare_all(engine, source, chosen(tables))
+        drift = sum(report.drift for report in reports.values())
+        reconcile.record_run(engine.database, "verify", source, started,
+                             {name: report.counts() for name, report in reports.items()},
+                             "in_sync" if drift == 0 else "drift")
     if as_json:
         click.echo(json.dumps({"source": source.description, "drift": drift,
                                "tables": {name: report.as_dict() for name, report in reports.items()}},
@@ -177,14 +190,10 @@ def repair_command(database_url, supabase_url, service_role_key, tables, dry_run
         counts = done.setdefault(entity.collection, {"upserted": 0, "deleted": 0})
         counts[outcome] += 1
 
-    try:
-        with opened_source(database_url, supabase_url, service_role_key) as source:
-            reports = compare_all(engine, source, chosen(tables), act)
-            if not dry_run:
-                reconcile.record_run(engine.database, "repair", source, started, done, "repaired")
-    except SourceError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(ERROR)
+    with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
+        reports = compare_all(engine, source, chosen(tables), act)
+        if not dry_run:
+            reconcile.record_run(engine.database, "repair", source, started, done, "repaired")
     total = sum(report.drift for report in reports.values())
     click.echo(summary_table(reports))
     click.echo(f"{'would repair' if dry_run else 'repaired'} {total} record(s)")
@@ -205,19 +214,15 @@ def backfill_command(database_url, supabase_url, service_role_key, tables, page_
     engine = database_or_exit()
     started = utc_now()
     results = {}
-    try:
-        with opened_source(database_url, supabase_url, service_role_key) as source:
-            for entity in chosen(tables):
-                with progress(entity.collection, source.count(entity.collection)) as advance:
-                    results[entity.collection] = reconcile.backfill_table(
-                        engine, entity, source, page_size=page_size, max_pages=max_pages, restart=restart,
-                        advance=advance)
-            complete = all(result["complete"] for result in results.values())
-            reconcile.record_run(engine.database, "backfill", source, started, results,
-                                 "complete" if complete else "partial")
-    except SourceError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(ERROR)
+    with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
+        for entity in chosen(tables):
+            with progress(entity.collection, source.count(entity.collection)) as advance:
+                results[entity.collection] = reconcile.backfill_table(
+                    engine, entity, source, page_size=page_size, max_pages=max_pages, restart=restart,
+                    advance=advance)
+        complete = all(result["complete"] for result in results.values())
+        reconcile.record_run(engine.database, "backfill", source, started, results,
+                             "complete" if complete else "partial")
     for name, result in results.items():
         state = "done" if result["complete"] else "paused (run again to resume)"
         click.echo(f"{name:<16}{result['rows']:>8} rows  {result['written']:>8} written  "

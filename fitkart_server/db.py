@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 LOCAL_URI = "mongodb://localhost:27017/database"
 DEFAULT_DATABASE = "database"
+# How long one reply may take in long CLI jobs (10 minutes): see Store.for_jobs.
+JOB_SOCKET_TIMEOUT_MS = 600_000
 # FerretDB answers "not implemented" for TTL indexes on its SQLite backend.
 NOT_IMPLEMENTED = 238
 
@@ -126,6 +128,19 @@ class Store:
         """The sync engine over this database."""
         return SyncEngine(self.database(), decimal_mode=self.decimal_mode,
                           tombstone_days=self.tombstone_days)
+
+    def for_jobs(self) -> "Store":
+        """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
+
+        A server that sorts in memory (FerretDB v1) answers the first batch of a sorted scan
+        only after sorting the whole collection, far beyond a request's socket timeout.
+        Server selection keeps its short timeout, so a database that is down still fails fast.
+        """
+        if self.embedded or self.socket_timeout_ms >= JOB_SOCKET_TIMEOUT_MS:
+            return self  # the embedded store's data lives in this very client
+        return Store(self.uri, timeout_ms=self.timeout_ms, decimal_mode=self.decimal_mode,
+                     tombstone_days=self.tombstone_days, socket_timeout_ms=JOB_SOCKET_TIMEOUT_MS,
+                     write_concern=self.write_concern)
 
     def prepare(self, database: Database) -> None:
         """Create indexes (idempotent) and check the database can store what is configured."""

@@ -7,11 +7,14 @@ numeric(10,2) as decimals whatever FITKART_DECIMAL_MODE stored, arrays as lists,
 JSON values; a column the mirror lacks equals a Supabase null.
 """
 
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 
 from bson import Decimal128
 from pymongo.database import Database
@@ -80,24 +83,51 @@ class TableReport:
         return {**self.counts(), "missing": self.missing, "extra": self.extra, "different": self.different}
 
 
+def _moment(value) -> datetime:
+    """A timestamp in UTC, to the millisecond."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _money(value) -> Decimal:
+    """numeric(10,2) as a Decimal, whatever FITKART_DECIMAL_MODE stored."""
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    return Decimal(str(value)).quantize(CENT)
+
+
+def _uuid(value) -> str:
+    """A uuid as lower-case text."""
+    return str(value) if isinstance(value, uuid.UUID) else value.lower() if isinstance(value, str) else value
+
+
+def _other(value):
+    """Any other column: dates, Decimal128 and uuids of columns the schema does not name; the rest as is."""
+    if isinstance(value, datetime):
+        return _moment(value)
+    if isinstance(value, Decimal128):
+        return value.to_decimal()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+@cache
+def _normalizers(entity: Entity) -> dict[str, Callable]:
+    """Each schema column's normaliser, looked up once per table rather than per value."""
+    chosen = {}
+    for column, kind in entity.schema.fields.items():
+        chosen[column] = (_moment if isinstance(kind, Timestamp) else _money if isinstance(kind, Money)
+                          else _uuid if isinstance(kind, Uuid) else _other)
+    return chosen
+
+
 def normalize(entity: Entity, column: str, value):
     """A value from either side in the one form both are compared in."""
     if value is None:
         return None
-    kind = entity.schema.fields.get(column)
-    if isinstance(kind, Timestamp) or isinstance(value, datetime):
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-    if isinstance(value, Decimal128):
-        value = value.to_decimal()
-    if isinstance(kind, Money):
-        return Decimal(str(value)).quantize(CENT)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, str) and isinstance(kind, Uuid):
-        return value.lower()
-    return value
+    return _normalizers(entity).get(column, _other)(value)
 
 
 def shown(value):
@@ -109,52 +139,108 @@ def shown(value):
     return value
 
 
-def key_of(entity: Entity, record: dict) -> tuple:
-    """A record's key as a comparable tuple."""
-    return tuple(normalize(entity, name, record.get(name)) for name in entity.key)
+def key_reader(entity: Entity) -> Callable[[dict], tuple]:
+    """A function giving a record's key as a comparable tuple (its normalisers looked up once)."""
+    parts = [(name, _normalizers(entity).get(name, _other)) for name in entity.key]
+
+    def key_of(record: dict) -> tuple:
+        return tuple(None if record.get(name) is None else normal(record[name]) for name, normal in parts)
+
+    return key_of
 
 
 def differing_fields(entity: Entity, row: dict, document: dict) -> list[FieldDifference]:
     """The Supabase columns whose values differ in the mirror's document."""
     differences = []
+    normalizers = _normalizers(entity)
     for column, value in row.items():
-        ours, theirs = normalize(entity, column, document.get(column)), normalize(entity, column, value)
+        mirrored = document.get(column)
+        if value == mirrored and type(value) is type(mirrored) and isinstance(value, str | int | bool):
+            continue  # equal text, numbers and flags need no normalising (the common case)
+        normalizer = normalizers.get(column, _other)
+        ours = None if mirrored is None else normalizer(mirrored)
+        theirs = None if value is None else normalizer(value)
         if ours != theirs:
             differences.append(FieldDifference(column, theirs, ours))
     return differences
 
 
-def mirror_rows(database: Database, entity: Entity, page_size: int = PAGE_SIZE) -> Iterator[dict]:
-    """The mirror's documents in key order, a keyset page at a time."""
-    collection = database[entity.collection]
-    order = [(name, 1) for name in entity.key]
+def mirror_rows(database: Database, entity: Entity, batch_size: int = PAGE_SIZE) -> Iterator[dict]:
+    """The mirror's documents in key order, streamed by one cursor sorted by `_id`.
+
+    A document's `_id` is its key (`entity.key_of`: canonical lower-case uuids joined by `|`,
+    all of one length), so `_id` order is key order. One cursor, not a query per page: the
+    server walks its `_id` index once, where a keyset page per query would make a server
+    without range pushdown (FerretDB v1) scan and sort the collection for every page.
+    """
     projection = {"_id": 0, PROVENANCE_FIELD: 0}
-    after: tuple | None = None
-    while True:
-        query = {} if after is None else _after_query(entity.key, after)
-        page = list(collection.find(query, projection).sort(order).limit(page_size))
-        yield from page
-        if len(page) < page_size:
-            return
-        after = tuple(page[-1].get(name) for name in entity.key)
+    with database[entity.collection].find({}, projection).sort("_id", 1).batch_size(batch_size) as cursor:
+        yield from cursor
 
 
-def _after_query(key: tuple[str, ...], after: tuple) -> dict:
-    """The filter for "key > after" over one or two key fields."""
-    if len(key) == 1:
-        return {key[0]: {"$gt": after[0]}}
-    return {"$or": [{key[0]: {"$gt": after[0]}}, {key[0]: after[0], key[1]: {"$gt": after[1]}}]}
+_END = object()
+
+
+def read_ahead(rows: Iterator[dict], pages: int = 4, page_size: int = PAGE_SIZE) -> Iterator[dict]:
+    """The same rows in the same order, read by a helper thread up to `pages` pages ahead.
+
+    Memory stays bounded (at most `pages` pages wait); an error while reading is raised
+    here, in the reader's thread; stopping early stops the helper and closes `rows`.
+    """
+    waiting: queue.Queue = queue.Queue(maxsize=pages)
+    stopped = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not stopped.is_set():
+            try:
+                waiting.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            page = []
+            for row in rows:
+                page.append(row)
+                if len(page) == page_size:
+                    if not hand_over(page):
+                        return
+                    page = []
+            if hand_over(page):
+                hand_over(_END)
+        except Exception as error:  # handed to the consumer, who raises it
+            hand_over(error)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+
+    helper = threading.Thread(target=read, name="fitkart-read-ahead", daemon=True)
+    helper.start()
+    try:
+        while (item := waiting.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield from item
+    finally:
+        stopped.set()
+        helper.join()
 
 
 def compare_table(entity: Entity, source: Source, database: Database, report: TableReport,
                   advance: Callable[[int], None] = lambda n: None) -> Iterator[Drift]:
     """Merge-join Supabase rows with mirror documents in key order; yield each drifting record."""
-    theirs = source.rows(entity.collection, entity.key)
-    ours = mirror_rows(database, entity)
+    # Each side is read by a thread of its own, a few pages ahead: waiting for one store
+    # overlaps comparing, instead of adding to it.
+    theirs = read_ahead(source.rows(entity.collection, entity.key))
+    ours = read_ahead(mirror_rows(database, entity))
+    key_of = key_reader(entity)
     row, document = next(theirs, None), next(ours, None)
     while row is not None or document is not None:
-        row_key = key_of(entity, row) if row is not None else None
-        doc_key = key_of(entity, document) if document is not None else None
+        row_key = key_of(row) if row is not None else None
+        doc_key = key_of(document) if document is not None else None
         if document is None or (row is not None and row_key < doc_key):
             report.supabase_rows += 1
             advance(1)
@@ -221,7 +307,7 @@ def backfill_table(engine: SyncEngine, entity: Entity, source: Source, *, page_s
                 totals["kept"] += 1
         totals["rows"] += len(rows)
         totals["pages"] += 1
-        last = [shown(normalize(entity, name, rows[-1][name])) for name in entity.key]
+        last = [shown(value) for value in key_reader(entity)(rows[-1])]
         checkpoints.replace_one({"_id": entity.collection}, {"_id": entity.collection, "after": last,
                                                              "at": utc_now()}, upsert=True)
         advance(len(rows))

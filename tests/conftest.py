@@ -37,6 +37,16 @@ def database_uri(mongo_server):
 
 
 @pytest.fixture
+def own_database():
+    """A database server of the test's own (the test may stop it), and its pymongo database."""
+    server = MongoServer().start()
+    client = pymongo.MongoClient(server.base_uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+    yield server, client["own"]
+    client.close()
+    server.remove()
+
+
+@pytest.fixture
 def decimal_mode(mongo_server) -> str:
     """decimal128 where the server has it; FerretDB v1 does not, so it runs in double mode."""
     _, supports_decimal128 = mongo_server

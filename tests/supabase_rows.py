@@ -56,7 +56,8 @@ def _adapt(table: str, column: str, value):
     return Jsonb(value) if column in JSONB.get(table, ()) else value
 
 
-def generate_rows(database_url: str, *, products: int, carts: int, wishlists: int, profiles: int) -> int:
+def generate_rows(database_url: str, *, products: int, carts: int, wishlists: int, profiles: int,
+                  orders: int = 0, roles: int = 0) -> int:
     """Bulk rows made inside PostgreSQL (generate_series); how many in all."""
     with psycopg.connect(database_url) as connection:
         connection.execute(
@@ -76,5 +77,15 @@ def generate_rows(database_url: str, *, products: int, carts: int, wishlists: in
             "SELECT gen_random_uuid(), 'User ' || n, 'user' || n || '@example.com', "
             "jsonb_build_object('height_cm', 150 + n %% 40), ARRAY['casual'] FROM generate_series(1, %s) n",
             [profiles])
-    return products + carts + wishlists + profiles
+        connection.execute(
+            "INSERT INTO public.orders (user_id, status, total_amount, shipping_address, items) "
+            "SELECT gen_random_uuid(), 'pending', (999 + n %% 9000)::numeric(10,2) + 0.5, "
+            "jsonb_build_object('line1', n || ' MG Road', 'city', 'Bengaluru'), "
+            "jsonb_build_array(jsonb_build_object('product_id', gen_random_uuid(), 'name', 'Kurta', "
+            "'price', 999.5, 'quantity', 1 + n %% 3, 'size', 'M')) FROM generate_series(1, %s) n", [orders])
+        connection.execute(
+            "INSERT INTO public.user_roles (user_id, role) "
+            "SELECT gen_random_uuid(), CASE WHEN n %% 20 = 0 THEN 'seller' ELSE 'customer' END::public.user_role "
+            "FROM generate_series(1, %s) n", [roles])
+    return products + carts + wishlists + profiles + orders + roles
 

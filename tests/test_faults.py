@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from .gunicorn_server import GunicornServer, request
-from .mongo_server import MongoServer, free_port
+from .mongo_server import free_port
 from .records import cart_item, new_id, order
 
 REQUEST_TIMEOUT = 15
@@ -69,22 +69,10 @@ def assert_all_acknowledged_stored(mongo, load: Load) -> None:
 
 
 @pytest.fixture
-def own_database(decimal_mode):
-    """A database server of this test's own (it will be stopped), and its pymongo database."""
-    import pymongo
-
-    server = MongoServer().start()
-    client = pymongo.MongoClient(server.base_uri, serverSelectionTimeoutMS=5000)
-    yield server, client["faults"]
-    client.close()
-    server.remove()
-
-
-@pytest.fixture
 def deployed(own_database, decimal_mode):
     """gunicorn as deployed (two workers) on the test's own database server; stopped afterwards."""
     server, _ = own_database
-    app = GunicornServer(f"{server.base_uri}/faults", decimal_mode, workers=2).start()
+    app = GunicornServer(f"{server.base_uri}/own", decimal_mode, workers=2).start()
     yield app
     app.stop()
 

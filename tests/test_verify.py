@@ -246,3 +246,79 @@ def test_verify_reads_one_snapshot_in_a_read_only_transaction(shop):
             source.connection.execute("DELETE FROM public.cart_items")
     finally:
         source.close()
+
+
+def test_verify_covers_all_six_tables_with_planted_drift(runner, supabase_db, mongo):
+    """Rows in all six tables, copied by backfill, then one of each kind of drift per table: all found, no more."""
+    from fitkart_server.entities import BY_COLLECTION
+
+    generate_rows(supabase_db, products=40, carts=60, wishlists=60, profiles=40, orders=40, roles=40)
+    assert fitkart(runner, "backfill", "--database-url", supabase_db).exit_code == 0
+    planted = {}
+    for name in ("products", "cart_items", "wishlist_items", "profiles", "orders", "user_roles"):
+        first, second, third = mongo[name].find().sort("_id", 1).limit(3)
+        mongo[name].delete_one({"_id": first["_id"]})
+        mongo[name].update_one({"_id": second["_id"]}, {"$set": {"created_at": datetime(2001, 1, 1, tzinfo=UTC)}})
+        entity, fresh = BY_COLLECTION[name], str(uuid.uuid4())
+        extra = {**third, "id": fresh, entity.key[0]: fresh}  # a record Supabase never had
+        extra["_id"] = entity.key_of(extra)
+        mongo[name].insert_one(extra)
+        planted[name] = (1, 1, 1)
+    code, report = verify_json(runner, "--database-url", supabase_db)
+    assert code == 1
+    found = {name: (len(table["missing"]), len(table["different"]), len(table["extra"]))
+             for name, table in report["tables"].items()}
+    assert found == planted
+    assert all(table["different"][0]["fields"][0]["field"] == "created_at" for table in report["tables"].values())
+
+
+def test_read_ahead_keeps_order_raises_the_readers_error_and_closes_early():
+    """The helper thread hands rows over in order, passes an error on, and stops its source when left."""
+    from fitkart_server.reconcile import read_ahead
+
+    assert list(read_ahead(iter(range(2500)), page_size=100)) == list(range(2500))
+
+    def failing():
+        yield 1
+        raise RuntimeError("source went away")
+
+    with pytest.raises(RuntimeError, match="source went away"):
+        list(read_ahead(failing(), page_size=1))
+
+    closed = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    rows = read_ahead(endless(), pages=2, page_size=10)
+    assert [next(rows) for _ in range(5)] == [0, 1, 2, 3, 4]
+    rows.close()
+    assert closed == [True]
+
+
+def test_mirror_failing_mid_run_is_an_error_not_drift(make_app, own_database, decimal_mode, shop, monkeypatch):
+    """The mirror's server stops once the first Supabase row is read: exit 2 with the reason, never 1 (drift)."""
+    from fitkart_server.sources import PostgresSource
+
+    url, _ = shop
+    server, _ = own_database
+    rows = PostgresSource.rows
+
+    def stop_after_first_row(self, *args, **kwargs):
+        for index, row in enumerate(rows(self, *args, **kwargs)):
+            if index == 0:
+                server.stop()
+            yield row
+
+    monkeypatch.setattr(PostgresSource, "rows", stop_after_first_row)
+    app = make_app(FITKART_MONGODB_URI=f"{server.base_uri}/own", FITKART_DECIMAL_MODE=decimal_mode,
+                   FITKART_DB_TIMEOUT_MS=500)
+    result = app.test_cli_runner().invoke(args=["fitkart", "verify", "--database-url", url])
+    assert result.exit_code == 2, result.output
+    assert "error: the mirror's database failed" in result.output
