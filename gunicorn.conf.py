@@ -2,6 +2,8 @@
 
 import multiprocessing
 import os
+import tempfile
+from pathlib import Path
 
 # Loopback by default: the server has no authentication of its own yet.
 bind = os.environ.get("FITKART_BIND", "127.0.0.1:5000")
@@ -12,7 +14,42 @@ threads = int(os.environ.get("FITKART_THREADS", 4))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-accesslog = "-"
+# The app logs one line per request itself (route, status, duration, request id; text or JSON).
+accesslog = None
 errorlog = "-"
+# FITKART_LOG_FORMAT=json: gunicorn's own lines (start, workers, errors) as JSON lines too.
+if os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "fitkart_server.requestlog.JsonLines"}},
+        "handlers": {"error_console": {"class": "logging.StreamHandler", "formatter": "json",
+                                       "stream": "ext://sys.stderr"}},
+        # gunicorn merges this over its defaults key by key: every handler named here must exist.
+        "root": {"level": "INFO", "handlers": ["error_console"]},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+                    # The app's own request line replaces gunicorn's access line.
+                    "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False}},
+    }
 # No preload: each worker builds the app, and so its own MongoDB client, after the fork.
 preload_app = False
+
+# Metrics of all workers in one scrape: each worker writes its samples to files in this
+# directory (prometheus-client's multiprocess mode); set before any worker imports the app.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fitkart-metrics-")
+
+
+def on_starting(server) -> None:
+    """Start from empty metric files: counters begin at zero with each master."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # only the metric files, whatever else lives there
+        stale.unlink()
+
+
+def child_exit(server, worker) -> None:
+    """A worker that is gone no longer counts in live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

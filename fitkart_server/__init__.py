@@ -1,12 +1,10 @@
 """FitKart Sync: a MongoDB mirror of the FitKart shop's Supabase tables."""
 
-import logging
-
 from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from . import auth, db, errors, hardening
+from . import auth, db, errors, hardening, metrics, requestlog
 from .config import DECIMAL_MODES, Config
 
 __version__ = "0.1.0"
@@ -24,8 +22,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         raise ValueError(f"FITKART_DECIMAL_MODE must be one of {', '.join(DECIMAL_MODES)}, "
                          f"not {app.config['FITKART_DECIMAL_MODE']!r}")
     if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        requestlog.configure_logging(app.config["FITKART_LOG_FORMAT"])
 
+    requestlog.init_app(app)  # first: its line times every other hook
     hardening.init_app(app)
     # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
     CORS(app, resources={r"/api/*": {"origins": app.config["FITKART_CORS_ORIGINS"]}},
@@ -33,14 +32,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     api = Api(app)
     errors.init_app(app, api)
     db.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
 
-    from . import cli  # noqa: F401 (registers verify, repair, backfill, migrate-legacy)
-    from .api import batch, health, sync, webhooks
+    from . import cli, operator_cli, status  # noqa: F401 (cli modules register `flask fitkart` commands)
+    from .api import batch, docs, health, sync, webhooks
 
     for blueprint in sync.entity_blueprints():
         api.register_blueprint(blueprint)
     api.register_blueprint(batch.blp)
     api.register_blueprint(webhooks.blp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(docs.bp)
+    status.init_app(app)
     return app

@@ -51,9 +51,16 @@ class Config:
     FITKART_JWKS_COOLDOWN_SECONDS = _int("FITKART_JWKS_COOLDOWN_SECONDS", 30)
     FITKART_WEBHOOK_SECRET = os.environ.get("FITKART_WEBHOOK_SECRET") or None
     FITKART_WEBHOOK_HEADER = os.environ.get("FITKART_WEBHOOK_HEADER", "X-Webhook-Secret")
+    # Lets operators outside loopback see the status page, rejected payloads and /metrics.
+    FITKART_ADMIN_TOKEN = os.environ.get("FITKART_ADMIN_TOKEN") or None
+    FITKART_LOG_FORMAT = os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower()
 
     API_TITLE = "FitKart Sync"
     API_VERSION = "1.0.0"
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/api"
     OPENAPI_JSON_PATH = "openapi.json"
+    # Swagger UI at /api/docs, its files served by this server (no CDN: it works offline).
+    OPENAPI_SWAGGER_UI_PATH = "docs"
+    OPENAPI_SWAGGER_UI_URL = "/api/docs/assets/"
+    OPENAPI_SWAGGER_UI_CONFIG = {"deepLinking": True, "displayRequestDuration": True}

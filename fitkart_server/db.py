@@ -16,8 +16,8 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from .documents import Reject, Tombstone
-from .engine import SyncEngine
+from .documents import PROVENANCE_FIELD, Reject, Tombstone
+from .engine import Observer, SyncEngine
 from .entities import ENTITIES
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class Store:
         self._client = None
         self._prepared = False
         self._problem: str | None = None
+        self.observer: Observer | None = None  # handed to every engine (metrics counts results)
         # Threads of one worker share the client; only one of them may create or prepare it.
         self._lock = threading.Lock()
 
@@ -127,7 +128,7 @@ class Store:
     def engine(self) -> SyncEngine:
         """The sync engine over this database."""
         return SyncEngine(self.database(), decimal_mode=self.decimal_mode,
-                          tombstone_days=self.tombstone_days)
+                          tombstone_days=self.tombstone_days, observer=self.observer)
 
     def for_jobs(self) -> "Store":
         """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
@@ -149,6 +150,8 @@ class Store:
             for spec in document._meta["index_specs"]:
                 options = {k: v for k, v in spec.items() if k != "fields" and v}
                 collection.create_index(spec["fields"], **options)
+        for entity in ENTITIES:  # the status page's "last write" and "writes in the last hour"
+            database[entity.collection].create_index(f"{PROVENANCE_FIELD}.written_at", name="written_at")
         self._create_tombstone_ttl(database)
         self._concern = self._choose_write_concern(database)
         self._problem = self._decimal_problem(database)

@@ -7,6 +7,7 @@ refuse stale versions, remember deletes in tombstones, keep every refused write 
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +29,8 @@ REJECT_PAYLOAD_LIMIT = 64 * 1024
 MAX_ATTEMPTS = 10
 OPERATIONS = ("upsert", "delete")
 MISSING = "Missing data for required field."
+# Told (collection, result, count) for every record written or refused.
+Observer = Callable[[str, str, int], None]
 DUPLICATE = ("Another record already holds a unique value of this one (its id, or its key).", {})
 
 
@@ -68,8 +71,10 @@ class SyncEngine:
     """Applies upserts and deletes to the mirror with the same rules for every table."""
 
     def __init__(self, database: Database, *, decimal_mode: str = "decimal128",
-                 tombstone_days: int = 30) -> None:
+                 tombstone_days: int = 30, observer: Observer | None = None) -> None:
         self.database = database
+        # Told of every record written or refused, e.g. to count them for /metrics.
+        self.observer = observer
         self.decimal_mode = decimal_mode
         self.tombstone_lifetime = timedelta(days=tombstone_days)
         self.tombstones = database[Tombstone._get_collection_name()]
@@ -94,12 +99,12 @@ class SyncEngine:
             decision = self._decide(entity, values, current, caller, source, reject, authoritative,
                                     lambda tombstone_id: self.tombstones.find_one({"_id": tombstone_id}))
             if isinstance(decision, UpsertOutcome):
-                return decision
+                return self._noted(entity.collection, decision)
             outcome = self._write(entity, decision, reject)
             if outcome is not None:
                 if authoritative:
                     self._forget_deletes(entity, values)
-                return outcome
+                return self._noted(entity.collection, outcome)
         raise reject("Too many concurrent writes to this record; try again.")
 
     def _validated(self, entity: Entity, payload, reject) -> dict:
@@ -210,7 +215,10 @@ class SyncEngine:
         # Tombstones first: if the delete then fails, a retry finds them and finishes it.
         self._write_tombstones(entity, [(entity.key_of(doc), doc.get("id")) for doc in found],
                                {"$set": {"deleted_at": now}})
-        return collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}}).deleted_count
+        deleted = collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}}).deleted_count
+        if self.observer is not None:
+            self.observer(entity.collection, "deleted", deleted)
+        return deleted
 
     def _write_tombstones(self, entity: Entity, records: list[tuple[str | None, str | None]],
                           update: dict) -> None:
@@ -349,6 +357,7 @@ class SyncEngine:
                 answers[index] = refusal
                 continue
             if isinstance(decision, UpsertOutcome):
+                self._noted(name, decision)
                 answers[index] = {"result": decision.result, "record": decision.record}
             else:
                 writes.append((index, reject.payload, decision))
@@ -375,8 +384,10 @@ class SyncEngine:
                 answers[index] = self._apply_or_refusal(
                     {"op": "upsert", "collection": name, "record": payload}, caller, source, route)
             else:
-                result = "created" if planned.insert is not None else "updated"
-                answers[index] = {"result": result, "record": self.show(entity, planned.result)}
+                outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
+                                        self.show(entity, planned.result))
+                self._noted(name, outcome)
+                answers[index] = {"result": outcome.result, "record": outcome.record}
 
     def _apply_or_refusal(self, operation, caller: Caller, source: str, route: str | None):
         """One operation's result, or the exception that refused it."""
@@ -384,6 +395,12 @@ class SyncEngine:
             return self.apply_operation(operation, caller=caller, source=source, route=route)
         except (RecordRejected, Forbidden) as refusal:
             return refusal
+
+    def _noted(self, collection: str, outcome: UpsertOutcome) -> UpsertOutcome:
+        """Tell the observer what an upsert did; the outcome, unchanged."""
+        if self.observer is not None:
+            self.observer(collection, outcome.result, 1)
+        return outcome
 
     # -- storage -----------------------------------------------------------------
 
@@ -407,6 +424,8 @@ class SyncEngine:
                       collection: str | None, operation: str | None, source: str,
                       caller: Caller = SERVICE, status: int = 422) -> None:
         """Keep a refused write, who sent it, its reason and (up to 64 KiB of) its payload."""
+        if self.observer is not None:
+            self.observer(collection or "-", "forbidden" if status == 403 else "rejected", 1)
         encoded = _json_bytes(payload)
         truncated = len(encoded) > REJECT_PAYLOAD_LIMIT
         text = encoded[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")

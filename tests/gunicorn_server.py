@@ -37,8 +37,9 @@ class GunicornServer:
     """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port, against a given database."""
 
     def __init__(self, database_uri: str, decimal_mode: str, *, workers: int = 2, threads: int = 4,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, log_path: Path | None = None) -> None:
         self.port = free_port()
+        self.log_path = log_path  # where its standard error (the app's log) goes; None: nowhere
         self.env = {**os.environ, "FITKART_MONGODB_URI": database_uri, "FITKART_DECIMAL_MODE": decimal_mode,
                     "WEB_CONCURRENCY": str(workers), "FITKART_THREADS": str(threads), **(env or {})}
         self.process: subprocess.Popen | None = None
@@ -50,9 +51,12 @@ class GunicornServer:
     def start(self, timeout: float = 30) -> "GunicornServer":
         """Start and wait for /healthz."""
         gunicorn = Path(sys.executable).with_name("gunicorn")
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
         self.process = subprocess.Popen(
-            [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}", "--access-logfile",
-             "/dev/null", "wsgi:app"], cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
+        if self.log_path:
+            log.close()
         deadline = time.monotonic() + timeout
         while request(f"{self.url}/healthz", timeout=1)[0] != 200:
             if self.process.poll() is not None or time.monotonic() > deadline:

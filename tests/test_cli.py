@@ -1,4 +1,4 @@
-"""`flask fitkart init-db`: the unique indexes, made idempotently."""
+"""`flask fitkart init-db`: the indexes, made idempotently."""
 
 
 def test_init_db_creates_the_unique_indexes_and_can_run_again(runner, mongo):
@@ -14,6 +14,8 @@ def test_init_db_creates_the_unique_indexes_and_can_run_again(runner, mongo):
         unique = [[field for field, _ in index["key"]]
                   for index in mongo[collection].index_information().values() if index.get("unique")]
         assert sorted(unique) == sorted(keys), collection
+        # and the status page's index on the last write time
+        assert mongo[collection].index_information()["written_at"]["key"] == [("_fitkart.written_at", 1)]
 
 
 def test_init_db_reports_an_unreachable_database(app, runner):

@@ -11,6 +11,7 @@ from ..db import get_engine
 from ..engine import OPERATIONS
 from ..entities import BY_COLLECTION
 from ..errors import error_body
+from . import examples
 from .bodies import json_body, record_body_doc
 
 blp = Blueprint("batch", __name__, url_prefix="/api/sync",
@@ -44,7 +45,7 @@ class BatchResultSchema(Schema):
 class Batch(MethodView):
     """The batch endpoint."""
 
-    @blp.doc(**record_body_doc(BatchSchema, "At most FITKART_MAX_BATCH operations."))
+    @blp.doc(**record_body_doc(BatchSchema, "At most FITKART_MAX_BATCH operations.", examples.BATCH))
     @blp.response(200, BatchResultSchema)
     @blp.alt_response(413, schema=ErrorSchema, description="More operations than FITKART_MAX_BATCH.")
     @blp.alt_response(422, schema=ErrorSchema, description="The body is not `{\"operations\": [...]}`.")

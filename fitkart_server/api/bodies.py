@@ -19,10 +19,10 @@ def has_body() -> bool:
     return bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
 
 
-def record_body_doc(schema: type[Schema] | Schema, description: str) -> dict:
+def record_body_doc(schema: type[Schema] | Schema, description: str, example: dict) -> dict:
     """OpenAPI for a JSON request body; the engine, not webargs, validates it (and keeps rejects)."""
     return {"requestBody": {"required": True, "description": description,
-                            "content": {"application/json": {"schema": schema}}}}
+                            "content": {"application/json": {"schema": schema, "example": example}}}}
 
 
 class ListArgs(Schema):

@@ -8,6 +8,7 @@ from flask_smorest.error_handler import ErrorSchema
 from ..auth import current_caller
 from ..db import get_engine
 from ..entities import ENTITIES, Entity
+from . import examples
 from .bodies import (
     ClearArgs,
     DeleteResult,
@@ -43,7 +44,8 @@ def entity_blueprint(entity: Entity) -> Blueprint:
             return jsonify(items=items, next_cursor=next_cursor)
 
         @blp.doc(**record_body_doc(entity.schema_class, "One record; absent fields keep their "
-                                   "stored values, a new record needs every required field."))
+                                   "stored values, a new record needs every required field.",
+                                   examples.RECORDS[entity.collection]))
         @blp.response(200, upsert_result_schema(entity))
         @blp.alt_response(422, schema=ErrorSchema, description="Invalid record (kept in sync_rejects).")
         def post(self):

@@ -15,6 +15,7 @@ from marshmallow import Schema, fields, validate
 
 from ..db import get_engine
 from ..entities import BY_COLLECTION
+from . import examples
 from .bodies import json_body, record_body_doc
 
 blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks",
@@ -46,7 +47,8 @@ def check_secret() -> None:
 class SupabaseWebhook(MethodView):
     """The receiver."""
 
-    @blp.doc(**record_body_doc(WebhookSchema, "`{type, table, schema, record, old_record}` as Supabase sends it."))
+    @blp.doc(**record_body_doc(WebhookSchema, "`{type, table, schema, record, old_record}` as Supabase sends it.",
+                               examples.WEBHOOK))
     @blp.response(200, description="Applied: the upsert result or the delete count.")
     @blp.alt_response(202, description="Not a mirrored table: ignored.")
     @blp.alt_response(401, schema=ErrorSchema, description="Missing or wrong secret.")
