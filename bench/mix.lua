@@ -64,8 +64,8 @@ function request()
 end
 
 function done(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.status + summary.errors.timeout
+  -- Socket-level failures only; non-2xx answers are counted apart (non2xx).
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
   io.write(string.format('RESULT {"requests":%d,"seconds":%.3f,"errors":%d,"non2xx":%d,' ..
     '"p50_ms":%.2f,"p95_ms":%.2f,"p99_ms":%.2f}\n', summary.requests, summary.duration / 1e6, errors,
     summary.errors.status, latency:percentile(50) / 1000, latency:percentile(95) / 1000,

@@ -3,8 +3,8 @@
 Rejected payloads can hold personal data. Loopback clients may look; anyone else must
 prove to be an operator with `Authorization: Bearer <token>` (or the `fitkart_operator`
 cookie the status page's sign-in form sets), where the token is FITKART_ADMIN_TOKEN or a
-Supabase service-role token. The same rules as the API: loopback as the security issue
-defines it (X-Forwarded-For believed only from FITKART_TRUSTED_PROXIES).
+Supabase service-role token. Loopback is decided as for the API (X-Forwarded-For believed
+only from FITKART_TRUSTED_PROXIES).
 """
 
 import hmac

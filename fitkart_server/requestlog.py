@@ -13,6 +13,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from .hardening import redact
+
 LOG_FORMATS = ("text", "json")
 REQUEST_ID_HEADER = "X-Request-ID"
 # Letters, digits and a few separators, not too long: anything else could forge log lines.
@@ -30,7 +32,9 @@ class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        line.update({name: getattr(record, name) for name in self.FIELDS if hasattr(record, name)})
+        # Messages are redacted when records are made; these fields are redacted here.
+        line.update({name: redact(value) if isinstance(value := getattr(record, name), str) else value
+                     for name in self.FIELDS if hasattr(record, name)})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -57,7 +61,9 @@ def request_id() -> str:
 
 def _begin() -> None:
     offered = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = offered if SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+    # A token offered as an id (it would pass the pattern) is not one: never echo or log it.
+    sane = SANE_REQUEST_ID.match(offered) and redact(offered) == offered
+    g.request_id = offered if sane else uuid.uuid4().hex
     g.request_began = time.perf_counter()
 
 

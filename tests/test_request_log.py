@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import urllib.error
 import urllib.request
 
 import pytest
@@ -28,7 +29,9 @@ def test_request_id_is_honoured_or_generated_and_logged(client, caplog):
     assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["X-Request-ID"])
     forged = client.get("/healthz", headers={"X-Request-ID": "x\" level=ERROR " + "a" * 200})
     assert re.fullmatch(r"[0-9a-f]{32}", forged.headers["X-Request-ID"])
-    first, second, third = request_lines(caplog)
+    secret = client.get("/healthz", headers={"X-Request-ID": TOKEN})  # fits the pattern, but is a token
+    assert re.fullmatch(r"[0-9a-f]{32}", secret.headers["X-Request-ID"])
+    first, second, third, _ = request_lines(caplog)
     assert (first.request_id, first.method, first.route, first.status) == (
         "edge-7f3a.42", "POST", "/api/sync/cart_items", 200)
     assert first.duration_ms >= 0 and "edge-7f3a.42" in first.getMessage()
@@ -52,6 +55,10 @@ def test_json_lines_under_gunicorn_without_tokens(database_uri, decimal_mode, tm
             "Content-Type": "application/json", "X-Request-ID": "trace-123", "Authorization": f"Bearer {TOKEN}"})
         with urllib.request.urlopen(sent, timeout=10) as response:
             assert response.headers["X-Request-ID"] == "trace-123"
+        with pytest.raises(urllib.error.HTTPError) as missing:  # a token in the path is not logged either
+            urllib.request.urlopen(f"{app.url}/api/sync/cart_items/{TOKEN}", timeout=10)
+        assert missing.value.code == 404
+        missing.value.close()
     finally:
         app.terminate()
     text = log_path.read_text()
