@@ -23,6 +23,7 @@ from prometheus_client import (
 from pymongo import monitoring
 
 from .db import DatabaseUnavailable, get_store
+from .operators import require_operator
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -73,6 +74,7 @@ def _listen_to_database() -> None:
 
 
 def _started() -> None:
+    """Note when the request began."""
     g.metrics_started = time.perf_counter()
 
 
@@ -90,8 +92,6 @@ def _observed(response: Response) -> Response:
 @bp.get("/metrics")
 def metrics():
     """The Prometheus text format, of every worker when running under gunicorn."""
-    from .operators import require_operator
-
     require_operator()
     try:
         get_store().ping()
