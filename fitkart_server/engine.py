@@ -180,14 +180,18 @@ class SyncEngine:
         """Whether a delete already removed this Supabase id, or this key after `values`' time."""
         # Expired tombstones are ignored even where the database cannot expire them (FerretDB).
         alive_since = utc_now() - self.tombstone_lifetime
+        seen: dict[str, dict | None] = {}
         if values.get("id") is not None:  # Supabase never reuses an id
-            found = find_tombstone(_id_tombstone(entity, values["id"]))
+            tombstone_id = _id_tombstone(entity, values["id"])
+            found = seen[tombstone_id] = find_tombstone(tombstone_id)
             if found is not None and _utc(found["deleted_at"]) > alive_since:
                 return True
         stamp = values.get(entity.timestamp_field)
         if stamp is None or not all(name in values for name in entity.key):
             return False
-        found = find_tombstone(f"{entity.collection}|key|{entity.key_of(values)}")
+        key_tombstone = f"{entity.collection}|key|{entity.key_of(values)}"
+        # Where the key is the id, both are one tombstone: it was looked up already.
+        found = seen[key_tombstone] if key_tombstone in seen else find_tombstone(key_tombstone)
         return found is not None and _utc(found["deleted_at"]) > alive_since and _utc(found["deleted_at"]) >= stamp
 
     # -- deletes -----------------------------------------------------------------
@@ -200,6 +204,7 @@ class SyncEngine:
         collection = self.database[entity.collection]
         owner = getattr(entity.rules, "owner_field", None)
         fields = {"_id": 1, "id": 1, **{name: 1 for name in (*entity.key, owner) if name}}
+        # By the key's fields, not by _id: a document written by something else keeps its own _id.
         found = list(collection.find(query, fields))
         try:
             entity.rules.check_delete(caller, query, found, self.database)
@@ -210,29 +215,32 @@ class SyncEngine:
             if exact:
                 # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
                 key = entity.key_of(query) if all(name in query for name in entity.key) else None
-                self._write_tombstones(entity, [(key, query.get("id"))], {"$setOnInsert": {"deleted_at": now}})
+                self._write_tombstones(entity, [(key, query.get("id"))], now, overwrite=False)
             return 0
         # Tombstones first: if the delete then fails, a retry finds them and finishes it.
-        self._write_tombstones(entity, [(entity.key_of(doc), doc.get("id")) for doc in found],
-                               {"$set": {"deleted_at": now}})
-        deleted = collection.delete_many({"_id": {"$in": [doc["_id"] for doc in found]}}).deleted_count
+        self._write_tombstones(entity, [(entity.key_of(doc), doc.get("id")) for doc in found], now, overwrite=True)
+        ids = [doc["_id"] for doc in found]
+        deleted = collection.delete_many({"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}).deleted_count
         if self.observer is not None:
             self.observer(entity.collection, "deleted", deleted)
         return deleted
 
     def _write_tombstones(self, entity: Entity, records: list[tuple[str | None, str | None]],
-                          update: dict) -> None:
-        """Upsert the tombstones (by key and by Supabase id) of deleted records."""
-        change = {**update, "$set": {**update.get("$set", {}), "collection": entity.collection}}
+                          deleted_at: datetime, *, overwrite: bool) -> None:
+        """Create the tombstones (by key and by Supabase id) of deleted records.
+
+        An existing tombstone gets the new time when `overwrite`, else stays as it is (a
+        repeated delete of what is already gone changes nothing). Insert first, update on
+        a duplicate: an upsert would make FerretDB v1 scan the whole collection.
+        """
         for key, record_id in records:
             for tombstone_id in _tombstone_ids(entity, key, record_id):
-                # One by one: FerretDB v1 answers some bulk upserts by _id without `nModified`,
-                # which pymongo's bulk result merging cannot take.
                 try:
-                    self.tombstones.update_one({"_id": tombstone_id}, change, upsert=True)
+                    self.tombstones.insert_one({"_id": tombstone_id, "collection": entity.collection,
+                                                "deleted_at": deleted_at})
                 except DuplicateKeyError:
-                    # Two deletes raced to create it: it exists now, so this is a plain update.
-                    self.tombstones.update_one({"_id": tombstone_id}, change, upsert=True)
+                    if overwrite:
+                        self.tombstones.update_one({"_id": tombstone_id}, {"$set": {"deleted_at": deleted_at}})
 
     def _delete_query(self, entity: Entity, selector, reject) -> tuple[dict, bool]:
         """Turn a delete selector into a query, and whether it names one record."""
