@@ -166,15 +166,16 @@ def differing_fields(entity: Entity, row: dict, document: dict) -> list[FieldDif
 
 
 def mirror_rows(database: Database, entity: Entity, batch_size: int = PAGE_SIZE) -> Iterator[dict]:
-    """The mirror's documents in key order, streamed by one cursor sorted by `_id`.
+    """The mirror's documents in key order, streamed by one cursor sorted by the key's fields.
 
-    A document's `_id` is its key (`entity.key_of`: canonical lower-case uuids joined by `|`,
-    all of one length), so `_id` order is key order. One cursor, not a query per page: the
-    server walks its `_id` index once, where a keyset page per query would make a server
-    without range pushdown (FerretDB v1) scan and sort the collection for every page.
+    One cursor, not a query per page: MongoDB walks the key's unique index once, where a
+    keyset page per query would make a server without range pushdown (FerretDB v1) scan
+    and sort the collection for every page. Sorted by the key's fields rather than by
+    `_id`, so a document some other writer stored under its own `_id` still comes in order.
     """
+    order = [(name, 1) for name in entity.key]
     projection = {"_id": 0, PROVENANCE_FIELD: 0}
-    with database[entity.collection].find({}, projection).sort("_id", 1).batch_size(batch_size) as cursor:
+    with database[entity.collection].find({}, projection).sort(order).batch_size(batch_size) as cursor:
         yield from cursor
 
 

@@ -322,3 +322,14 @@ def test_mirror_failing_mid_run_is_an_error_not_drift(make_app, own_database, de
     result = app.test_cli_runner().invoke(args=["fitkart", "verify", "--database-url", url])
     assert result.exit_code == 2, result.output
     assert "error: the mirror's database failed" in result.output
+
+
+def test_a_document_stored_under_its_own_id_is_compared_in_key_order(runner, shop, mongo):
+    """A record another writer stored with an ObjectId _id (which sorts after every key) still meets its row."""
+    url, _ = shop
+    assert fitkart(runner, "backfill", "--database-url", url).exit_code == 0
+    first = mongo.cart_items.find().sort("id", 1).limit(1)[0]  # the smallest key of two
+    mongo.cart_items.delete_one({"_id": first["_id"]})
+    mongo.cart_items.insert_one({name: value for name, value in first.items() if name != "_id"})
+    result = fitkart(runner, "verify", "--database-url", url)
+    assert result.exit_code == 0, result.output
