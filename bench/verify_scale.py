@@ -182,7 +182,7 @@ def main() -> None:
     mongo = MongoServer().start()
     try:
         decimal_mode = "decimal128" if mongo.supports_decimal128 else "double"
-        print(f"database: {mongo.kind}", flush=True)
+        print(f"database: {mongo.description}", flush=True)
         print_table(run_sizes(mongo, args.rows or [100_000, 1_000_000], decimal_mode))
     finally:
         mongo.remove()

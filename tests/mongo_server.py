@@ -65,8 +65,10 @@ def build_ferretdb(binary: Path) -> None:
 class MongoServer:
     """One database server process on a free loopback port, with its data in a temp dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, postgresql_url: str | None = None) -> None:
         self.mongod = shutil.which("mongod")
+        # FerretDB keeps its data in SQLite files by default; with a URL, in that PostgreSQL database.
+        self.postgresql_url = None if self.mongod else postgresql_url
         self.kind = "mongod" if self.mongod else "ferretdb"
         self.port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix=f"fitkart-{self.kind}-")
@@ -79,6 +81,13 @@ class MongoServer:
         return f"mongodb://127.0.0.1:{self.port}"
 
     @property
+    def description(self) -> str:
+        """What runs, for reports: mongod, or FerretDB and its backend."""
+        if self.mongod:
+            return "mongod"
+        return f"FerretDB v1.24.2 ({'PostgreSQL' if self.postgresql_url else 'SQLite'} backend)"
+
+    @property
     def supports_decimal128(self) -> bool:
         """FerretDB v1 cannot store Decimal128; MongoDB can."""
         return self.kind == "mongod"
@@ -88,7 +97,9 @@ class MongoServer:
         if self.mongod:
             return [self.mongod, "--port", str(self.port), "--bind_ip", "127.0.0.1",
                     "--dbpath", self.data_dir, "--quiet"]
-        return [str(ferretdb_binary()), "--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/",
+        backend = (["--handler=postgresql", f"--postgresql-url={self.postgresql_url}"] if self.postgresql_url
+                   else ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"])
+        return [str(ferretdb_binary()), *backend,
                 f"--listen-addr=127.0.0.1:{self.port}", "--telemetry=disable",
                 f"--state-dir={self.data_dir}", "--debug-addr=127.0.0.1:0", "--log-level=warn"]
 

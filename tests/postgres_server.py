@@ -76,12 +76,13 @@ class PostgresServer:
         """A connection string for a database of this server."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        """A new database with the FitKart tables; its connection string."""
+    def create_database(self, name: str, *, fitkart_tables: bool = True) -> str:
+        """A new database, with the FitKart tables unless told otherwise; its connection string."""
         with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
-        with psycopg.connect(self.url(name), autocommit=True) as connection:
-            connection.execute(SCHEMA.read_text())
+        if fitkart_tables:
+            with psycopg.connect(self.url(name), autocommit=True) as connection:
+                connection.execute(SCHEMA.read_text())
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
