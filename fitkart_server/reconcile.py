@@ -115,19 +115,12 @@ def _other(value):
 
 @cache
 def _normalizers(entity: Entity) -> dict[str, Callable]:
-    """Each schema column's normaliser, looked up once per table rather than per value."""
+    """Each schema column's normaliser (how a value of either side is put in the one form both are compared in)."""
     chosen = {}
     for column, kind in entity.schema.fields.items():
         chosen[column] = (_moment if isinstance(kind, Timestamp) else _money if isinstance(kind, Money)
                           else _uuid if isinstance(kind, Uuid) else _other)
     return chosen
-
-
-def normalize(entity: Entity, column: str, value):
-    """A value from either side in the one form both are compared in."""
-    if value is None:
-        return None
-    return _normalizers(entity).get(column, _other)(value)
 
 
 def shown(value):
