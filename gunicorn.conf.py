@@ -5,7 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
-# Loopback by default: the server has no authentication of its own yet.
+# Loopback by default; set FITKART_BIND (with authentication configured, see README: Security) to serve others.
 bind = os.environ.get("FITKART_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count(), 8)))
 # Threads overlap the database round trips of one worker.

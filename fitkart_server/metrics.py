@@ -73,17 +73,12 @@ def _listen_to_database() -> None:
             monitoring.register(_listener)
 
 
-def _started() -> None:
-    """Note when the request began."""
-    g.metrics_started = time.perf_counter()
-
-
 def _observed(response: Response) -> Response:
     """Count the request under its route pattern (not its URL: ids would explode the labels)."""
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
     if route != "/metrics":
         REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        started = g.pop("metrics_started", None)
+        started = g.get("request_began")  # set by requestlog, whose hooks wrap these
         if started is not None:
             REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
     return response
@@ -109,6 +104,5 @@ def init_app(app: Flask) -> None:
     """Count every request and every sync result; serve `/metrics`."""
     _listen_to_database()
     app.extensions["fitkart_store"].observer = count_sync_result
-    app.before_request(_started)
     app.after_request(_observed)
     app.register_blueprint(bp)

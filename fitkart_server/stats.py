@@ -63,17 +63,26 @@ def collection_stats(database: Database, now: datetime | None = None) -> list[Co
         recent = {WRITTEN_AT: {"$gte": since}}
         # One key tombstone per deleted record (an id tombstone may remember the same delete).
         deleted = {"_id": {"$regex": f"^{entity.collection}\\|key\\|"}, "deleted_at": {"$gte": since}}
-        written = [doc[PROVENANCE_FIELD]["written_at"] for doc in collection.find(recent, {WRITTEN_AT: 1})
-                   .sort(WRITTEN_AT, -1).limit(BUCKETED_WRITES)]
-        removed = [doc["deleted_at"] for doc in tombstones.find(deleted, {"deleted_at": 1})
-                   .sort("deleted_at", -1).limit(BUCKETED_WRITES)]
-        writes = collection.count_documents(recent) + tombstones.count_documents(deleted)
+        written, upserts = _recent_moments(collection, recent, WRITTEN_AT)
+        removed, deletes = _recent_moments(tombstones, deleted, "deleted_at")
         result.append(CollectionStats(
             name=entity.collection, documents=collection.estimated_document_count(),
             last_write_at=_aware(provenance["written_at"]) if provenance.get("written_at") else None,
-            last_write_source=provenance.get("source"), writes_last_hour=writes,
+            last_write_source=provenance.get("source"), writes_last_hour=upserts + deletes,
             per_minute=_minute_buckets(written + removed, now)))
     return result
+
+
+def _recent_moments(collection, query: dict, path: str) -> tuple[list[datetime], int]:
+    """The newest BUCKETED_WRITES times at `path` of the matching documents, and how many match in all."""
+    moments = []
+    for document in collection.find(query, {path: 1}).sort(path, -1).limit(BUCKETED_WRITES):
+        for part in path.split("."):
+            document = document[part]
+        moments.append(document)
+    # Counted again only when the cap cut the list short.
+    total = len(moments) if len(moments) < BUCKETED_WRITES else collection.count_documents(query)
+    return moments, total
 
 
 def latest_rejects(database: Database, limit: int = 10) -> list[dict]:
