@@ -6,7 +6,7 @@ refuse stale versions, remember deletes in tombstones, keep every refused write 
 `sync_rejects`, and make every request safe to replay.
 """
 
-import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,25 +19,24 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
 
+from .bounds import ErrorBudget
+from .clock import utc_now
 from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .entities import BY_COLLECTION, Entity
 from .policy import SERVICE, Caller, Forbidden
+from .rejects import RejectLog
 from .schemas import Money
 
-REJECT_PAYLOAD_LIMIT = 64 * 1024
+log = logging.getLogger(__name__)
 # Optimistic writes retry when another writer got in between; this many is plenty.
 MAX_ATTEMPTS = 10
 OPERATIONS = ("upsert", "delete")
 MISSING = "Missing data for required field."
 # Told (collection, result, count) for every record written or refused.
 Observer = Callable[[str, str, int], None]
+# Clients a tombstone of a delete-of-nothing remembers; more would let one id hold unbounded data.
+MAX_TOMBSTONE_CLIENTS = 16
 DUPLICATE = ("Another record already holds a unique value of this one (its id, or its key).", {})
-
-
-def utc_now() -> datetime:
-    """The current time as a BSON date holds it: UTC, milliseconds."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class RecordRejected(Exception):
@@ -71,7 +70,8 @@ class SyncEngine:
     """Applies upserts and deletes to the mirror with the same rules for every table."""
 
     def __init__(self, database: Database, *, decimal_mode: str = "decimal128",
-                 tombstone_days: int = 30, observer: Observer | None = None) -> None:
+                 tombstone_days: int = 30, observer: Observer | None = None,
+                 reject_allowance: int | None = None) -> None:
         self.database = database
         # Told of every record written or refused, e.g. to count them for /metrics.
         self.observer = observer
@@ -79,6 +79,10 @@ class SyncEngine:
         self.tombstone_lifetime = timedelta(days=tombstone_days)
         self.tombstones = database[Tombstone._get_collection_name()]
         self.rejects = database[Reject._get_collection_name()]
+        # How many refusals this engine (one request) may store: the caller's rate-limit allowance.
+        self.reject_log = RejectLog(self.rejects, observer=observer, allowance=reject_allowance)
+        # Field errors a batch reports in all; None outside a batch (each refusal gets its own).
+        self.error_budget: ErrorBudget | None = None
 
     # -- upserts -----------------------------------------------------------------
 
@@ -113,6 +117,10 @@ class SyncEngine:
             values = entity.schema.load(payload, partial=True)
         except ValidationError as error:
             raise reject("Invalid record.", _field_errors(error)) from None
+        except (ArithmeticError, ValueError, TypeError) as error:
+            # Content no validator foresaw must cost its sender a 422, never the server a 500.
+            log.warning("Unforeseen invalid %s record: %s", entity.collection, error.__class__.__name__)
+            raise reject("Invalid record: a value could not be read.") from None
         missing_key = [name for name in entity.key if name not in values]
         if missing_key:
             raise reject("The record lacks its key.", {name: [MISSING] for name in missing_key})
@@ -121,8 +129,9 @@ class SyncEngine:
     def _decide(self, entity: Entity, values: dict, current: dict | None, caller: Caller, source: str,
                 reject, authoritative: bool, find_tombstone) -> "UpsertOutcome | PlannedWrite":
         """What an upsert does to the stored record: a final answer, or the write to make."""
+        writer = _writer(caller, source)
         if current is None:
-            if not authoritative and self._is_tombstoned(entity, values, find_tombstone):
+            if not authoritative and self._is_tombstoned(entity, values, find_tombstone, writer):
                 return UpsertOutcome("stale", None)
             missing = [name for name in entity.required_on_create if name not in values]
             if missing:
@@ -136,7 +145,7 @@ class SyncEngine:
             document = {"_id": entity.key_of(values), **self._to_storage(entity, entity.insert_defaults),
                         **values, PROVENANCE_FIELD: _provenance(source, 1)}
             return PlannedWrite(document["_id"], document, None, document)
-        if not authoritative and self._is_stale(entity, current, values, find_tombstone):
+        if not authoritative and self._is_stale(entity, current, values, find_tombstone, writer):
             return UpsertOutcome("stale", self.show(entity, current))
         changes = {name: value for name, value in values.items()
                    if name not in current or current[name] != value}
@@ -165,26 +174,36 @@ class SyncEngine:
         return UpsertOutcome("created" if planned.insert is not None else "updated",
                              self.show(entity, planned.result))
 
-    def _is_stale(self, entity: Entity, current: dict, values: dict, find_tombstone) -> bool:
+    def _is_stale(self, entity: Entity, current: dict, values: dict, find_tombstone, writer: str | None) -> bool:
         """Whether `values` is older than the stored record, or names a deleted Supabase id."""
         if _is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)):
             return True
         return values.get("id") not in (None, current.get("id")) and self._is_tombstoned(
-            entity, {"id": values["id"]}, find_tombstone)
+            entity, {"id": values["id"]}, find_tombstone, writer)
 
     def _forget_deletes(self, entity: Entity, values: dict) -> None:
         """Drop the tombstones of a record Supabase says exists, so it can be updated again."""
         self.tombstones.delete_many({"_id": {"$in": _tombstone_ids(entity, entity.key_of(values), values.get("id"))}})
 
-    def _is_tombstoned(self, entity: Entity, values: dict, find_tombstone) -> bool:
-        """Whether a delete already removed this Supabase id, or this key after `values`' time."""
+    def _is_tombstoned(self, entity: Entity, values: dict, find_tombstone, writer: str | None) -> bool:
+        """Whether a delete already removed this Supabase id, or this key after `values`' time.
+
+        A tombstone left by a client's delete of a record that was not there (yet) binds only
+        that client (`by`): it guards its own create arriving after its delete, but no one
+        else's write and no write from Supabase (webhook, repair) can be blocked by it.
+        """
         # Expired tombstones are ignored even where the database cannot expire them (FerretDB).
         alive_since = utc_now() - self.tombstone_lifetime
+
+        def binding(found: dict | None) -> bool:
+            return (found is not None and _utc(found["deleted_at"]) > alive_since
+                    and ("by" not in found or (writer is not None and writer in found["by"])))
+
         seen: dict[str, dict | None] = {}
         if values.get("id") is not None:  # Supabase never reuses an id
             tombstone_id = _id_tombstone(entity, values["id"])
             found = seen[tombstone_id] = find_tombstone(tombstone_id)
-            if found is not None and _utc(found["deleted_at"]) > alive_since:
+            if binding(found):
                 return True
         stamp = values.get(entity.timestamp_field)
         if stamp is None or not all(name in values for name in entity.key):
@@ -192,7 +211,7 @@ class SyncEngine:
         key_tombstone = f"{entity.collection}|key|{entity.key_of(values)}"
         # Where the key is the id, both are one tombstone: it was looked up already.
         found = seen[key_tombstone] if key_tombstone in seen else find_tombstone(key_tombstone)
-        return found is not None and _utc(found["deleted_at"]) > alive_since and _utc(found["deleted_at"]) >= stamp
+        return binding(found) and _utc(found["deleted_at"]) >= stamp
 
     # -- deletes -----------------------------------------------------------------
 
@@ -214,8 +233,10 @@ class SyncEngine:
         if not found:
             if exact:
                 # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
+                # A client's such delete binds only that client (see _is_tombstoned); Supabase's binds all.
                 key = entity.key_of(query) if all(name in query for name in entity.key) else None
-                self._write_tombstones(entity, [(key, query.get("id"))], now, overwrite=False)
+                self._write_tombstones(entity, [(key, query.get("id"))], now, overwrite=False,
+                                       by=_writer(caller, source))
             return 0
         # Tombstones first: if the delete then fails, a retry finds them and finishes it.
         self._write_tombstones(entity, [(entity.key_of(doc), doc.get("id")) for doc in found], now, overwrite=True)
@@ -226,21 +247,31 @@ class SyncEngine:
         return deleted
 
     def _write_tombstones(self, entity: Entity, records: list[tuple[str | None, str | None]],
-                          deleted_at: datetime, *, overwrite: bool) -> None:
+                          deleted_at: datetime, *, overwrite: bool, by: str | None = None) -> None:
         """Create the tombstones (by key and by Supabase id) of deleted records.
 
-        An existing tombstone gets the new time when `overwrite`, else stays as it is (a
-        repeated delete of what is already gone changes nothing). Insert first, update on
-        a duplicate: an upsert would make FerretDB v1 scan the whole collection.
+        An existing tombstone gets the new time when `overwrite` (and then binds everyone),
+        else stays as it is (a repeated delete of what is already gone changes nothing),
+        except that a tombstone binding only some clients also binds `by` from then on.
+        Insert first, update on a duplicate: an upsert would make FerretDB v1 scan the whole collection.
         """
         for key, record_id in records:
             for tombstone_id in _tombstone_ids(entity, key, record_id):
+                tombstone = {"_id": tombstone_id, "collection": entity.collection, "deleted_at": deleted_at}
                 try:
-                    self.tombstones.insert_one({"_id": tombstone_id, "collection": entity.collection,
-                                                "deleted_at": deleted_at})
+                    self.tombstones.insert_one(tombstone if by is None else {**tombstone, "by": [by]})
                 except DuplicateKeyError:
                     if overwrite:
-                        self.tombstones.update_one({"_id": tombstone_id}, {"$set": {"deleted_at": deleted_at}})
+                        self.tombstones.update_one({"_id": tombstone_id},
+                                                   {"$set": {"deleted_at": deleted_at}, "$unset": {"by": ""}})
+                    elif by is None:  # Supabase confirms a delete some clients made: it now binds all
+                        self.tombstones.update_one({"_id": tombstone_id, "by": {"$exists": True}},
+                                                   {"$unset": {"by": ""}})
+                    else:  # another client's delete of nothing: it binds that client too (a few at most)
+                        self.tombstones.update_one(
+                            {"_id": tombstone_id, "by": {"$exists": True},
+                             f"by.{MAX_TOMBSTONE_CLIENTS - 1}": {"$exists": False}},
+                            {"$addToSet": {"by": by}})
 
     def _delete_query(self, entity: Entity, selector, reject) -> tuple[dict, bool]:
         """Turn a delete selector into a query, and whether it names one record."""
@@ -327,8 +358,17 @@ class SyncEngine:
         A batch of upserts of distinct records (the usual outbox flush or ingest) is decided
         from one read per table (records and tombstones by _id) and written with one unordered
         bulk_write per table; the few writes that lose a race are redone one by one. Any other
-        batch (deletes, or one record twice) is applied one operation at a time.
+        batch (deletes, or one record twice) is applied one operation at a time. Its refusals
+        share one budget of field errors, so a batch of hostile records answers briefly.
         """
+        self.error_budget = ErrorBudget()
+        try:
+            return self._apply_batch(operations, caller, source, route)
+        finally:
+            self.error_budget = None
+
+    def _apply_batch(self, operations: list, caller: Caller, source: str, route: str | None) -> list:
+        """apply_batch, within the batch's error budget."""
         if not _bulk_eligible(operations):
             return [self._apply_or_refusal(operation, caller, source, route) for operation in operations]
         answers: list = [None] * len(operations)
@@ -428,22 +468,9 @@ class SyncEngine:
             return str(amount)
         return Decimal128(amount)
 
-    def record_reject(self, *, reason: str, errors: dict, payload, route: str | None,
-                      collection: str | None, operation: str | None, source: str,
-                      caller: Caller = SERVICE, status: int = 422) -> None:
-        """Keep a refused write, who sent it, its reason and (up to 64 KiB of) its payload."""
-        if self.observer is not None:
-            self.observer(collection or "-", "forbidden" if status == 403 else "rejected", 1)
-        encoded = _json_bytes(payload)
-        truncated = len(encoded) > REJECT_PAYLOAD_LIMIT
-        text = encoded[:REJECT_PAYLOAD_LIMIT].decode(errors="ignore")
-        self.rejects.insert_one({
-            "at": utc_now(), "route": route, "collection": collection, "op": operation,
-            "source": source, "status": status, "reason": reason,
-            "errors": _json_bytes(errors).decode(),
-            "caller": {"role": caller.role, "user_id": caller.user_id},
-            "payload": text, "payload_truncated": truncated,
-        })
+    def record_reject(self, **details) -> None:
+        """Keep a refused write in `sync_rejects` (see RejectLog.record), within this request's allowance."""
+        self.reject_log.record(**details)
 
 
 class _Rejecter:
@@ -455,7 +482,9 @@ class _Rejecter:
         self.source, self.route, self.payload, self.caller = source, route, payload, caller
 
     def __call__(self, reason: str, errors: dict | None = None) -> RecordRejected:
-        self._record(reason, errors or {}, 422)
+        # Within the batch's shared budget, or a budget of this refusal's own.
+        errors = (self.engine.error_budget or ErrorBudget()).take(errors) if errors else {}
+        self._record(reason, errors, 422)
         return RecordRejected(reason, errors)
 
     def forbidden(self, error: Forbidden) -> Forbidden:
@@ -470,9 +499,11 @@ class _Rejecter:
             source=self.source, caller=self.caller, status=status)
 
 
-def _json_bytes(value) -> bytes:
-    """JSON text as UTF-8, storable whatever the value held (lone surrogates become '?')."""
-    return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace")
+def _writer(caller: Caller, source: str) -> str | None:
+    """Whom a client's tombstone binds: the signed-in user, else the role; None for Supabase's own writes."""
+    if source != "client":
+        return None
+    return f"user:{caller.user_id}" if caller.user_id else f"role:{caller.role}"
 
 
 def _provenance(source: str, version: int) -> dict:

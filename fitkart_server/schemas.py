@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from bson import Decimal128
 from marshmallow import INCLUDE, Schema, ValidationError, fields, post_dump, pre_load, validate
 
+from .bounds import MAX_FIELD_ERRORS, MAX_PATH, MORE, cut, more_message
 from .documents import PROVENANCE_FIELD
 
 CENT = Decimal("0.01")
@@ -59,6 +60,9 @@ class Money(fields.Decimal):
 
     def _deserialize(self, value, attr, data, **kwargs) -> Decimal:
         amount = super()._deserialize(value, attr, data, **kwargs)
+        # Before quantize, which cannot represent 1e30 to the cent and would raise.
+        if not amount.is_finite() or not -MONEY_LIMIT < amount < MONEY_LIMIT:
+            raise ValidationError("Not a numeric(10,2) amount: at most eight digits before the point.")
         if amount != amount.quantize(CENT):
             raise ValidationError("Not a numeric(10,2) amount: more than two decimal places.")
         return amount.quantize(CENT)
@@ -97,42 +101,59 @@ MAX_ITEMS = 10_000  # per array, per object
 MAX_STRING = 100_000  # characters in any one string of a payload
 
 
-def find_unstorable(value, path: str = "") -> dict[str, list[str]]:
+def find_unstorable(value, limit: int = MAX_FIELD_ERRORS) -> dict[str, list[str]]:
     """Map each path in a JSON value that MongoDB must not receive to the reason why.
 
     Keys starting with `$` or holding `.` or NUL would be read as operators or paths;
-    lone surrogates cannot be encoded; integers past 64 bits do not fit BSON.
+    lone surrogates cannot be encoded; integers past 64 bits do not fit BSON. The walk
+    stops at `limit` problems (then the `_more` key says so), and paths are cut short, so
+    a hostile record costs no more to refuse than a small one.
     """
     problems: dict[str, list[str]] = {}
-
-    def flag(where: str, reason: str) -> None:
-        problems.setdefault(where or "_schema", []).append(reason)
-
-    if isinstance(value, dict):
-        if len(value) > MAX_ITEMS:
-            flag(path, f"More than {MAX_ITEMS} keys.")
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
-                flag(where, "Key not allowed: it starts with '$' or contains '.' or NUL.")
-            elif _has_surrogate(key):
-                flag(where, "Key is not valid Unicode.")
-            for child, reasons in find_unstorable(item, where).items():
-                problems.setdefault(child, []).extend(reasons)
-    elif isinstance(value, list):
-        if len(value) > MAX_ITEMS:
-            flag(path, f"More than {MAX_ITEMS} items.")
-        for index, item in enumerate(value):
-            for child, reasons in find_unstorable(item, f"{path}[{index}]").items():
-                problems.setdefault(child, []).extend(reasons)
-    elif isinstance(value, str):
-        if len(value) > MAX_STRING:
-            flag(path, f"Longer than {MAX_STRING} characters.")
-        elif _has_surrogate(value):
-            flag(path, "Not valid Unicode.")
-    elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
-        flag(path, "Integer too large for a 64-bit number.")
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if len(problems) >= limit:
+            problems[MORE] = more_message(None)
+            break
+        if isinstance(item, dict):
+            if len(item) > MAX_ITEMS:
+                _flag(problems, path, f"More than {MAX_ITEMS} keys.")
+            children = []
+            for key, child in item.items():
+                if len(problems) >= limit:
+                    break
+                where = _child_path(path, str(key))
+                if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
+                    _flag(problems, where, "Key not allowed: it starts with '$' or contains '.' or NUL.")
+                elif _has_surrogate(key):
+                    _flag(problems, where, "Key is not valid Unicode.")
+                if isinstance(child, dict | list | str | int):
+                    children.append((child, where))
+            stack.extend(reversed(children))  # reported in the record's own order
+        elif isinstance(item, list):
+            if len(item) > MAX_ITEMS:
+                _flag(problems, path, f"More than {MAX_ITEMS} items.")
+            stack.extend((child, cut(f"{path}[{index}]", MAX_PATH)) for index, child in reversed(list(enumerate(item)))
+                         if isinstance(child, dict | list | str | int))
+        elif isinstance(item, str):
+            if len(item) > MAX_STRING:
+                _flag(problems, path, f"Longer than {MAX_STRING} characters.")
+            elif _has_surrogate(item):
+                _flag(problems, path, "Not valid Unicode.")
+        elif isinstance(item, int) and not isinstance(item, bool) and not -INT64 <= item < INT64:
+            _flag(problems, path, "Integer too large for a 64-bit number.")
     return problems
+
+
+def _child_path(path: str, key: str) -> str:
+    """The path of a key below `path`, cut to MAX_PATH characters (a hostile chain of keys is long)."""
+    return cut(f"{path}.{cut(key, MAX_PATH)}" if path else cut(key, MAX_PATH), MAX_PATH)
+
+
+def _flag(problems: dict[str, list[str]], path: str, reason: str) -> None:
+    """Note one problem at a path (`_schema` for the whole record)."""
+    problems.setdefault(path or "_schema", []).append(reason)
 
 
 def _has_surrogate(text: str) -> bool:
@@ -158,10 +179,13 @@ class RecordSchema(Schema):
             return data
         errors = find_unstorable(data)
         for key in data:
+            if len(errors) >= MAX_FIELD_ERRORS:
+                errors[MORE] = more_message(None)
+                break
             if key in RESERVED_KEYS:
                 errors[key] = ["Key reserved by the mirror."]
             elif key not in self.fields and isinstance(key, str) and not COLUMN_NAME.match(key):
-                errors.setdefault(key, []).append(
+                errors.setdefault(cut(key, MAX_PATH), []).append(
                     "Not a column name: letters, digits and _, not starting with a digit, at most 63.")
         if errors:
             raise ValidationError(errors)

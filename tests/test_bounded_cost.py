@@ -1,0 +1,130 @@
+"""Refusing a hostile record costs little: answer, stored reject and log line stay small on every path."""
+
+import logging
+
+import bson
+import pytest
+
+from fitkart_server.bounds import MAX_FIELD_ERRORS, MAX_MESSAGE, MAX_PATH, MORE
+
+from .hostile import BODY_LIMIT, deep_chain, flat_dollars, size
+from .records import cart_item, new_id, order, product, profile
+
+ANSWER_LIMIT = 64 * 1024
+REJECT_LIMIT = 128 * 1024
+LOG_LINE_LIMIT = 16 * 1024
+SECRET = "webhook-shared-secret"
+
+HOSTILE = {
+    "deep-chain": lambda: profile(body_measurements=deep_chain()),
+    "flat-80000-dollar-keys": lambda: profile(body_measurements=flat_dollars()),
+    "top-level-80000-bad-columns": lambda: {**profile(), **{f"bad col {i}": 1 for i in range(45_000)}},
+}
+
+
+@pytest.fixture
+def hooks_client(make_app, database_uri, decimal_mode):
+    """A client of the app with webhooks on."""
+    return make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                    FITKART_WEBHOOK_SECRET=SECRET).test_client()
+
+
+def send(client, path: str, record: dict):
+    """Post a hostile record through one of the write paths; the response and the error it carries."""
+    if path == "batch":
+        body = {"operations": [{"op": "upsert", "collection": "profiles", "record": record}]}
+        response = client.post("/api/sync/batch", json=body)
+        return response, response.json["results"][0]["error"]
+    if path == "webhook":
+        body = {"type": "INSERT", "table": "profiles", "schema": "public", "record": record, "old_record": None}
+        response = client.post("/api/webhooks/supabase", json=body, headers={"X-Webhook-Secret": SECRET})
+        return response, response.json
+    response = client.post(path, json=record)
+    return response, response.json
+
+
+def assert_bounded_errors(errors: dict) -> None:
+    """At most 50 field errors and a `_more`, each key and message cut short."""
+    messages = [(key, message) for key, values in errors.items() for message in values]
+    assert len(messages) <= MAX_FIELD_ERRORS + 1
+    assert MORE in errors
+    for key, message in messages:
+        assert len(key) <= MAX_PATH and len(message) <= MAX_MESSAGE
+
+
+@pytest.mark.parametrize("path", ["/api/sync/profiles", "/api/sync/profile", "batch", "webhook"])
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_hostile_record_is_refused_cheaply(hooks_client, mongo, caplog, path, kind):
+    """A 422 under 64 KB naming at most 50 fields, one reject under 128 KB, no log line over 16 KB."""
+    record = HOSTILE[kind]()
+    assert size(record) < BODY_LIMIT
+    with caplog.at_level(logging.DEBUG):
+        response, error = send(hooks_client, path, record)
+    assert response.status_code == (200 if path == "batch" else 422)
+    assert error["code"] == 422
+    assert len(response.data) < ANSWER_LIMIT
+    assert_bounded_errors(error["errors"]["json"])
+    rejects = list(mongo.sync_rejects.find())
+    assert len(rejects) == 1
+    assert len(bson.encode(rejects[0])) < REJECT_LIMIT
+    assert rejects[0]["payload_truncated"] is (size(record) > 64 * 1024)
+    assert all(len(record.getMessage()) < LOG_LINE_LIMIT for record in caplog.records)
+
+
+def test_a_batch_of_hostile_records_shares_one_error_budget(client, mongo):
+    """Forty hostile operations: fifty field errors in all, not fifty each."""
+    operations = [{"op": "upsert", "collection": "profiles", "record": profile(body_measurements=flat_dollars(200))}
+                  for _ in range(40)]
+    response = client.post("/api/sync/batch", json={"operations": operations})
+    assert response.status_code == 200 and len(response.data) < ANSWER_LIMIT
+    errors = [result["error"]["errors"].get("json", {}) for result in response.json["results"]]
+    shown = sum(len(values) for each in errors for key, values in each.items() if key != MORE)
+    assert shown == MAX_FIELD_ERRORS
+    assert all(MORE in each for each in errors)
+
+
+@pytest.mark.parametrize(("collection", "field", "make"), [("products", "price", product),
+                                                           ("orders", "total_amount", order)])
+@pytest.mark.parametrize("amount", [1e30, 1e8, 99999999.999, -1e30])
+def test_money_outside_numeric_10_2_is_a_422_naming_the_field(client, mongo, collection, field, make, amount):
+    """Huge, too precise or negative money is refused and kept, never a 500."""
+    response = client.post(f"/api/sync/{collection}", json=make(**{field: amount}))
+    assert response.status_code == 422, response.json
+    assert field in response.json["errors"]["json"]
+    assert mongo.sync_rejects.count_documents({"collection": collection}) == 1
+    assert mongo[collection].count_documents({}) == 0
+
+
+def test_huge_money_in_a_batch_is_that_operations_error_only(client, mongo):
+    """Operations before and after it are applied; the batch answers 200 with one error in place."""
+    first, last = cart_item(), cart_item()
+    operations = [{"op": "upsert", "collection": "cart_items", "record": first},
+                  {"op": "upsert", "collection": "orders", "record": order(total_amount=1e30)},
+                  {"op": "upsert", "collection": "cart_items", "record": last}]
+    response = client.post("/api/sync/batch", json={"operations": operations})
+    assert response.status_code == 200
+    results = response.json["results"]
+    assert [results[0]["result"], results[1]["error"]["code"], results[2]["result"]] == ["created", 422, "created"]
+    assert "total_amount" in results[1]["error"]["errors"]["json"]
+    assert mongo.sync_rejects.count_documents({"collection": "orders"}) == 1
+
+
+def test_huge_money_by_webhook_is_a_422(hooks_client, mongo):
+    """Supabase's own webhook carrying an impossible amount is refused as invalid, and kept."""
+    body = {"type": "INSERT", "table": "products", "schema": "public", "record": product(price=1e30),
+            "old_record": None}
+    response = hooks_client.post("/api/webhooks/supabase", json=body, headers={"X-Webhook-Secret": SECRET})
+    assert response.status_code == 422 and "price" in response.json["errors"]["json"]
+    assert mongo.sync_rejects.count_documents({"source": "webhook"}) == 1
+
+
+def test_replayed_hostile_reject_is_refused_again_cheaply(runner, client, mongo):
+    """`flask fitkart rejects --replay` of a hostile record stores a bounded reject again."""
+    record = profile(user_id=new_id(), body_measurements=flat_dollars(5000))
+    client.post("/api/sync/profiles", json=record)
+    (stored,) = mongo.sync_rejects.find()
+    result = runner.invoke(args=["fitkart", "rejects", "--replay", str(stored["_id"])])
+    assert result.exit_code == 1 and "refused again" in result.output
+    replayed = mongo.sync_rejects.find_one({"route": {"$regex": "^flask fitkart rejects"}})
+    assert_bounded_errors(__import__("json").loads(replayed["errors"]))
+    assert len(bson.encode(replayed)) < REJECT_LIMIT
