@@ -4,7 +4,7 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from . import auth, db, errors, hardening, metrics, requestlog
+from . import auth, db, errors, hardening, metrics, ratelimit, requestlog
 from .config import DECIMAL_MODES, Config
 
 __version__ = "0.1.0"
@@ -34,6 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
+    ratelimit.init_app(app)  # after auth: a signed-in caller is limited by user id
 
     from . import cli, operator_cli, status  # noqa: F401 (cli modules register `flask fitkart` commands)
     from .api import batch, docs, health, sync, webhooks

@@ -37,6 +37,13 @@ class Config:
     FITKART_MAX_BATCH = _int("FITKART_MAX_BATCH", 1000)
     FITKART_DECIMAL_MODE = os.environ.get("FITKART_DECIMAL_MODE", "decimal128").strip().lower()
     FITKART_TOMBSTONE_DAYS = _int("FITKART_TOMBSTONE_DAYS", 30)
+    # Refused writes each caller may have stored, in Flask-Limiter's notation; past it, 429.
+    FITKART_REJECTS_RATE = os.environ.get("FITKART_REJECTS_RATE", "60 per minute")
+    # Where the limiter counts (a Flask-Limiter storage URI); unset: a SQLite file in instance/.
+    FITKART_RATELIMIT_STORAGE = os.environ.get("FITKART_RATELIMIT_STORAGE") or None
+    # sync_rejects is trimmed, oldest first, past this size, and purged after this many days.
+    FITKART_REJECTS_MAX_MB = _int("FITKART_REJECTS_MAX_MB", 256)
+    FITKART_REJECTS_DAYS = _int("FITKART_REJECTS_DAYS", 30)
     FITKART_DB_TIMEOUT_MS = _int("FITKART_DB_TIMEOUT_MS", 2000)
     FITKART_DB_SOCKET_TIMEOUT_MS = _int("FITKART_DB_SOCKET_TIMEOUT_MS", 10_000)
     # "auto": majority against a replica set (or sharded cluster), 1 against a standalone server.

@@ -10,7 +10,7 @@ import click
 import mongomock
 import pymongo
 from bson import Decimal128
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from flask.cli import AppGroup
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
@@ -19,6 +19,7 @@ from pymongo.write_concern import WriteConcern
 from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .engine import Observer, SyncEngine
 from .entities import ENTITIES
+from .housekeeping import Housekeeper
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,25 @@ DEFAULT_DATABASE = "database"
 JOB_SOCKET_TIMEOUT_MS = 600_000
 # FerretDB answers "not implemented" for TTL indexes on its SQLite backend.
 NOT_IMPLEMENTED = 238
+# The database refused who we are (bad credentials, or a user without rights): like being
+# unreachable, it is the database's state, not the request's fault, and may be mended any time.
+REFUSED_LOGIN_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
 
 
 class DatabaseUnavailable(Exception):
     """The database cannot serve requests now: unreachable, or set up wrongly."""
+
+
+def is_refused_login(error: Exception) -> bool:
+    """Whether a driver error says the database refused our credentials or rights."""
+    return isinstance(error, OperationFailure) and error.code in REFUSED_LOGIN_CODES
+
+
+def unavailable(error: PyMongoError) -> DatabaseUnavailable:
+    """The DatabaseUnavailable a driver error stands for (no secrets: the class and, for a refusal, its words)."""
+    if is_refused_login(error):
+        return DatabaseUnavailable(f"database refused the login: {error.details.get('codeName', error.code)}")
+    return DatabaseUnavailable(f"database unreachable: {error.__class__.__name__}")
 
 
 def database_name(uri: str) -> str:
@@ -77,6 +93,7 @@ class Store:
         self._prepared = False
         self._problem: str | None = None
         self.observer: Observer | None = None  # handed to every engine (metrics counts results)
+        self.housekeeper: Housekeeper | None = None  # purges tombstones and rejects now and then
         # Threads of one worker share the client; only one of them may create or prepare it.
         self._lock = threading.Lock()
 
@@ -119,16 +136,21 @@ class Store:
                     if not self._prepared:
                         self.prepare(database)
                 except ConnectionFailure as error:
-                    raise DatabaseUnavailable(
-                        f"database unreachable: {error.__class__.__name__}") from error
+                    raise unavailable(error) from error
+                except OperationFailure as error:
+                    if not is_refused_login(error):
+                        raise
+                    raise unavailable(error) from error
         if self._problem:
             raise DatabaseUnavailable(self._problem)
+        if self.housekeeper is not None:
+            self.housekeeper.tick(database)
         return database if self._concern is None else database.with_options(write_concern=self._concern)
 
-    def engine(self) -> SyncEngine:
-        """The sync engine over this database."""
-        return SyncEngine(self.database(), decimal_mode=self.decimal_mode,
-                          tombstone_days=self.tombstone_days, observer=self.observer)
+    def engine(self, reject_allowance: int | None = None) -> SyncEngine:
+        """The sync engine over this database; it stores at most `reject_allowance` rejects (None: all)."""
+        return SyncEngine(self.database(), decimal_mode=self.decimal_mode, tombstone_days=self.tombstone_days,
+                          observer=self.observer, reject_allowance=reject_allowance)
 
     def for_jobs(self) -> "Store":
         """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
@@ -215,7 +237,11 @@ class Store:
         try:
             database.client.admin.command("ping")
         except ConnectionFailure as error:
-            raise DatabaseUnavailable(f"database unreachable: {error.__class__.__name__}") from error
+            raise unavailable(error) from error
+        except OperationFailure as error:
+            if not is_refused_login(error):
+                raise
+            raise unavailable(error) from error
 
 
 def _short(error: Exception) -> str:
@@ -229,8 +255,10 @@ def get_store() -> Store:
 
 
 def get_engine() -> SyncEngine:
-    """The sync engine for the current app."""
-    return get_store().engine()
+    """The sync engine of the current request (one per request: it counts the request's refusals)."""
+    if "fitkart_engine" not in g:
+        g.fitkart_engine = get_store().engine(reject_allowance=g.get("reject_allowance"))
+    return g.fitkart_engine
 
 
 def choose_uri(configured: str | None) -> str:
@@ -250,6 +278,10 @@ def init_app(app: Flask) -> None:
                   tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"],
                   socket_timeout_ms=app.config["FITKART_DB_SOCKET_TIMEOUT_MS"],
                   write_concern=app.config["FITKART_WRITE_CONCERN"])
+    if not store.embedded:  # the embedded store keeps nothing past the process anyway
+        store.housekeeper = Housekeeper(
+            tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"], rejects_days=app.config["FITKART_REJECTS_DAYS"],
+            rejects_max_bytes=app.config["FITKART_REJECTS_MAX_MB"] * 1024 * 1024)
     app.extensions["fitkart_store"] = store
     if store.embedded:
         origin = "FITKART_MONGODB_URI=embedded" if app.config["FITKART_MONGODB_URI"] else (

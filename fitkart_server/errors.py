@@ -2,11 +2,11 @@
 
 from flask import Flask
 from flask_smorest import Api
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 from werkzeug.exceptions import Forbidden as ForbiddenError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
 
-from .db import DatabaseUnavailable
+from .db import DatabaseUnavailable, is_refused_login, unavailable
 from .engine import RecordRejected
 from .policy import Forbidden
 from .tokens import KeysUnavailable
@@ -55,6 +55,13 @@ def init_app(app: Flask, api: Api) -> None:
             error.data = {"message": error.description}
         return api.handle_http_exception(error)
 
+    def handle_refused_login(error: OperationFailure):
+        if not is_refused_login(error):
+            raise error  # any other refusal is a fault of ours: a 500, logged with its trace
+        return handle(unavailable(error))
+
     for error_class in (DatabaseUnavailable, ConnectionFailure, KeysUnavailable, RecordRejected, Forbidden):
         app.register_error_handler(error_class, handle)
+    # Credentials revoked while running: 503 like an outage, until the database accepts us again.
+    app.register_error_handler(OperationFailure, handle_refused_login)
     app.register_error_handler(HTTPException, handle_http)

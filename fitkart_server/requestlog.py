@@ -31,7 +31,8 @@ class JsonLines(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+                "level": record.levelname, "logger": record.name, "pid": record.process,  # which worker
+                "message": record.getMessage()}
         # Messages are redacted when records are made; these fields are redacted here.
         line.update({name: redact(value) if isinstance(value := getattr(record, name), str) else value
                      for name in self.FIELDS if hasattr(record, name)})

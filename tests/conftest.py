@@ -54,10 +54,16 @@ def decimal_mode(mongo_server) -> str:
 
 
 @pytest.fixture
-def app(database_uri, decimal_mode):
+def limiter_storage(tmp_path) -> str:
+    """A rate-limit counter file of the test's own (tests all come from 127.0.0.1: one caller)."""
+    return f"sqlite:///{tmp_path / 'ratelimit.sqlite3'}"
+
+
+@pytest.fixture
+def app(database_uri, decimal_mode, limiter_storage):
     """The app on a fresh database of the real server."""
     app = create_app({"TESTING": True, "FITKART_MONGODB_URI": database_uri,
-                      "FITKART_DECIMAL_MODE": decimal_mode})
+                      "FITKART_DECIMAL_MODE": decimal_mode, "FITKART_RATELIMIT_STORAGE": limiter_storage})
     yield app
     app.extensions["fitkart_store"].close()
 
@@ -82,21 +88,21 @@ def mongo(database_uri):
 
 
 @pytest.fixture
-def embedded_app():
+def embedded_app(limiter_storage):
     """The app on the embedded (mongomock) store, for what FerretDB cannot show (Decimal128)."""
     app = create_app({"TESTING": True, "FITKART_MONGODB_URI": "embedded",
-                      "FITKART_DECIMAL_MODE": "decimal128"})
+                      "FITKART_DECIMAL_MODE": "decimal128", "FITKART_RATELIMIT_STORAGE": limiter_storage})
     yield app
     app.extensions["fitkart_store"].close()
 
 
 @pytest.fixture
-def make_app():
+def make_app(limiter_storage):
     """Build apps with given settings (on top of TESTING); their clients close afterwards."""
     made = []
 
     def build(**settings):
-        app = create_app({"TESTING": True, **settings})
+        app = create_app({"TESTING": True, "FITKART_RATELIMIT_STORAGE": limiter_storage, **settings})
         made.append(app)
         return app
 

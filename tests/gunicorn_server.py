@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,8 +41,11 @@ class GunicornServer:
                  env: dict | None = None, log_path: Path | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path  # where its standard error (the app's log) goes; None: nowhere
+        # Its own rate-limit counters: every test server's callers are 127.0.0.1.
+        counters = Path(tempfile.mkdtemp(prefix="fitkart-limits-")) / "ratelimit.sqlite3"
         self.env = {**os.environ, "FITKART_MONGODB_URI": database_uri, "FITKART_DECIMAL_MODE": decimal_mode,
-                    "WEB_CONCURRENCY": str(workers), "FITKART_THREADS": str(threads), **(env or {})}
+                    "WEB_CONCURRENCY": str(workers), "FITKART_THREADS": str(threads),
+                    "FITKART_RATELIMIT_STORAGE": f"sqlite:///{counters}", **(env or {})}
         self.process: subprocess.Popen | None = None
 
     @property

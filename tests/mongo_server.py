@@ -65,8 +65,11 @@ def build_ferretdb(binary: Path) -> None:
 class MongoServer:
     """One database server process on a free loopback port, with its data in a temp dir."""
 
-    def __init__(self, postgresql_url: str | None = None) -> None:
+    def __init__(self, postgresql_url: str | None = None, admin: tuple[str, str] | None = None) -> None:
         self.mongod = shutil.which("mongod")
+        # With (user, password), clients must log in: that user, an administrator, is made at start.
+        self.admin = admin
+        self._admin_made = False
         # FerretDB keeps its data in SQLite files by default; with a URL, in that PostgreSQL database.
         self.postgresql_url = None if self.mongod else postgresql_url
         self.kind = "mongod" if self.mongod else "ferretdb"
@@ -96,12 +99,15 @@ class MongoServer:
         """The command line that runs the server."""
         if self.mongod:
             return [self.mongod, "--port", str(self.port), "--bind_ip", "127.0.0.1",
-                    "--dbpath", self.data_dir, "--quiet"]
+                    "--dbpath", self.data_dir, "--quiet", *(["--auth"] if self.admin else [])]
+        login = [] if self.admin is None else [
+            "--test-enable-new-auth", f"--setup-username={self.admin[0]}", f"--setup-password={self.admin[1]}",
+            "--setup-database=admin"]
         backend = (["--handler=postgresql", f"--postgresql-url={self.postgresql_url}"] if self.postgresql_url
                    else ["--handler=sqlite", f"--sqlite-url=file:{self.data_dir}/"])
         return [str(ferretdb_binary()), *backend,
                 f"--listen-addr=127.0.0.1:{self.port}", "--telemetry=disable",
-                f"--state-dir={self.data_dir}", "--debug-addr=127.0.0.1:0", "--log-level=warn"]
+                f"--state-dir={self.data_dir}", "--debug-addr=127.0.0.1:0", "--log-level=warn", *login]
 
     def start(self, timeout: float = 30.0) -> "MongoServer":
         """Start the server and wait until it answers a ping."""
@@ -116,6 +122,9 @@ class MongoServer:
                     raise RuntimeError(f"{self.kind} exited at start: {self.log_path.read_text()[-2000:]}")
                 try:
                     client.admin.command("ping")
+                    if self.admin and self.mongod and not self._admin_made:  # the first user, from localhost
+                        client.admin.command("createUser", self.admin[0], pwd=self.admin[1], roles=["root"])
+                        self._admin_made = True
                     return self
                 except pymongo.errors.PyMongoError:
                     if time.monotonic() > deadline:
