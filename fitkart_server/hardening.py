@@ -7,7 +7,12 @@ import re
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 
+from .bounds import cut
+
 MAX_JSON_DEPTH = 32
+# A log line (message, and a trace's text) is cut to this many characters: no request can
+# make the server write megabytes of log, whatever ends up in a message.
+MAX_LOG_TEXT = 8 * 1024
 # Bearer tokens and anything shaped like a JWT (three base64url parts) are masked in logs.
 SECRET_PATTERNS = (re.compile(r"(?i)(bearer\s+)[\w\-.~+/=]+"),
                    re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"))
@@ -59,14 +64,18 @@ def redact(text: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """A log filter that masks tokens in every record it passes."""
+    """A log filter that masks tokens in every record it passes, and cuts long messages and traces."""
+
+    formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Replace the message with its redacted form."""
+        """Replace the message (and a trace's text) with its redacted, bounded form."""
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = redact(cut(message, MAX_LOG_TEXT))
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:  # formatters reuse exc_text once it is set
+            record.exc_text = redact(cut(self.formatter.formatException(record.exc_info), MAX_LOG_TEXT))
         return True
 
 

@@ -36,8 +36,8 @@ class JsonLines(logging.Formatter):
         # Messages are redacted when records are made; these fields are redacted here.
         line.update({name: redact(value) if isinstance(value := getattr(record, name), str) else value
                      for name in self.FIELDS if hasattr(record, name)})
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # the bounded, redacted text hardening made when the record was created
+            line["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(line, default=str)
 
 

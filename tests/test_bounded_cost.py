@@ -1,12 +1,17 @@
 """Refusing a hostile record costs little: answer, stored reject and log line stay small on every path."""
 
+import json
 import logging
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import bson
 import pytest
 
 from fitkart_server.bounds import MAX_FIELD_ERRORS, MAX_MESSAGE, MAX_PATH, MORE
 
+from .gunicorn_server import GunicornServer, request
 from .hostile import BODY_LIMIT, deep_chain, flat_dollars, size
 from .records import cart_item, new_id, order, product, profile
 
@@ -126,5 +131,62 @@ def test_replayed_hostile_reject_is_refused_again_cheaply(runner, client, mongo)
     result = runner.invoke(args=["fitkart", "rejects", "--replay", str(stored["_id"])])
     assert result.exit_code == 1 and "refused again" in result.output
     replayed = mongo.sync_rejects.find_one({"route": {"$regex": "^flask fitkart rejects"}})
-    assert_bounded_errors(__import__("json").loads(replayed["errors"]))
+    assert_bounded_errors(json.loads(replayed["errors"]))
     assert len(bson.encode(replayed)) < REJECT_LIMIT
+
+
+def test_no_log_line_is_long(app, caplog):
+    """Whatever a message or a trace holds, the record logged is cut to a few kilobytes."""
+    huge = "$" * 1_000_000
+    with caplog.at_level(logging.INFO):
+        try:
+            raise ValueError(huge)
+        except ValueError:
+            app.logger.exception("refused %s", huge)
+    (record,) = [record for record in caplog.records if record.name == app.logger.name]
+    assert len(record.getMessage()) < LOG_LINE_LIMIT
+    assert len(logging.Formatter().format(record)) < 2 * LOG_LINE_LIMIT
+
+
+def worker_peak_rss(pid: int) -> int:
+    """A process's peak resident memory in bytes (VmHWM)."""
+    (line,) = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
+
+
+def test_a_gunicorn_worker_refuses_hostile_bodies_in_little_memory(database_uri, decimal_mode, tmp_path):
+    """One worker, every hostile body on every path: peak memory grows < 50 MB, answers and log lines stay small."""
+    log_path = tmp_path / "server.log"
+    server = GunicornServer(database_uri, decimal_mode, workers=1, threads=1, log_path=log_path,
+                            env={"FITKART_WEBHOOK_SECRET": SECRET}).start()
+    try:
+        (worker,) = server.worker_pids()
+        assert request(f"{server.url}/api/sync/profiles", profile())[0] == 200
+        baseline = worker_peak_rss(worker)
+        for make in HOSTILE.values():
+            record = make()
+            for url, body, headers in [
+                    ("/api/sync/profiles", record, {}),
+                    ("/api/sync/batch", {"operations": [{"op": "upsert", "collection": "profiles",
+                                                         "record": record}]}, {}),
+                    ("/api/webhooks/supabase", {"type": "INSERT", "table": "profiles", "record": record},
+                     {"X-Webhook-Secret": SECRET})]:
+                status, size_of_answer = raw_request(f"{server.url}{url}", body, headers)
+                assert status in (200, 422) and size_of_answer < ANSWER_LIMIT
+        growth = worker_peak_rss(worker) - baseline
+    finally:
+        server.stop()
+    assert growth < 50 * 1024 * 1024, f"worker peak memory grew {growth / 1e6:.0f} MB"
+    assert all(len(line) < LOG_LINE_LIMIT for line in log_path.read_text().splitlines())
+
+
+def raw_request(url: str, body: dict, headers: dict) -> tuple[int, int]:
+    """POST a JSON body; the status and the answer's size in bytes."""
+    data = json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, len(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, len(error.read())
