@@ -3,12 +3,16 @@
 `FITKART_AUTH=auto` (the default) checks tokens when a Supabase secret or URL is set;
 otherwise it serves loopback clients only, so the existing frontend works on a
 developer's machine and an exposed server without authentication cannot happen by accident.
+
+Loopback rights (this mode, and the operator pages) go to local clients only, as `is_local_client`
+decides: a loopback peer that relays someone else (a reverse proxy on this machine) is not one.
 """
 
 import ipaddress
 import logging
+from collections.abc import Mapping
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_smorest import abort
 
 from .policy import SERVICE, Caller
@@ -21,6 +25,8 @@ PROTECTED_PREFIX = "/api/sync"
 # Authenticated by their own shared secret, whatever the client address.
 WEBHOOK_PREFIX = "/api/webhooks/"
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fitkart-sync"'}
+# What a reverse proxy adds to name the client it relays (nginx's X-Real-IP among them).
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,6 +49,34 @@ def client_address(remote_addr: str | None, forwarded_for: str | None, trusted: 
         if not _within(hop, trusted):
             return hop
     return hops[0] if hops else address
+
+
+def is_local_client(remote_addr: str | None, headers: Mapping[str, str], trusted: list[Network]) -> bool:
+    """Whether the client is on this machine: its address is loopback and no proxy we cannot see past relays it."""
+    peer = remote_addr or ""
+    forwarded_for = headers.get("X-Forwarded-For")
+    if not is_loopback(client_address(peer, forwarded_for, trusted)):
+        return False
+    if forwarded_for and _within(peer, trusted):
+        return True  # trusted proxies vouched for every hop back to a loopback client
+    # A loopback peer naming someone it relays: the client is elsewhere, whatever the peer's address.
+    return not any(headers.get(name) for name in FORWARDING_HEADERS)
+
+
+def request_is_local() -> bool:
+    """`is_local_client` for the current request, with the app's trusted proxies."""
+    trusted = current_app.extensions["fitkart_auth"].trusted_proxies
+    return is_local_client(request.remote_addr, request.headers, trusted)
+
+
+def request_is_https() -> bool:
+    """Whether the client used HTTPS: to this server, or to a trusted proxy as its X-Forwarded-Proto says."""
+    if request.is_secure:
+        return True
+    if not _within(request.remote_addr or "", current_app.extensions["fitkart_auth"].trusted_proxies):
+        return False  # anyone else could claim https
+    # The left-most value is the scheme the client used at the first proxy.
+    return request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https"
 
 
 def is_loopback(address: str) -> bool:
@@ -89,12 +123,9 @@ class Authenticator:
         """before_request: set `g.caller`, or abort."""
         if request.path.startswith(WEBHOOK_PREFIX):
             return
-        if self.loopback_only:
-            address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                                     self.trusted_proxies)
-            if not is_loopback(address):
-                abort(403, message="Authentication is off, so only loopback clients are served. "
-                                   "Set SUPABASE_JWT_SECRET or SUPABASE_URL to serve others.")
+        if self.loopback_only and not is_local_client(request.remote_addr, request.headers, self.trusted_proxies):
+            abort(403, message="Authentication is off, so only loopback clients are served (a request relayed "
+                               "by a proxy is not one). Set SUPABASE_JWT_SECRET or SUPABASE_URL to serve others.")
         if self.verifier is None:
             g.caller = SERVICE  # authentication off: the local frontend has full rights
             return
@@ -136,7 +167,8 @@ def init_app(app: Flask) -> None:
     app.before_request(authenticator.authenticate)
     if loopback_only:
         app.logger.warning("AUTHENTICATION OFF: no SUPABASE_JWT_SECRET or SUPABASE_URL is set, so only "
-                           "loopback clients (127.0.0.0/8, ::1) are served; others get 403.")
+                           "loopback clients (127.0.0.0/8, ::1, not relayed by a proxy) are served; "
+                           "others get 403.")
     elif mode == "off":
         app.logger.warning("AUTHENTICATION OFF (FITKART_AUTH=off): every client has full rights.")
     else:

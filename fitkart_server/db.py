@@ -58,12 +58,32 @@ def database_name(uri: str) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with any password replaced, fit for logs and the status page."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """Where a MongoDB URI points, as `scheme://hosts[/database]`: never its user, password or options."""
+    # Options can hold secrets too (authMechanismProperties=AWS_SESSION_TOKEN:...), so only hosts, ports
+    # and the database are kept. The URI is split as pymongo splits it (options, path, then the last `@`),
+    # and nothing is shown unless each piece plainly is what it should be: in a malformed URI (say an
+    # unescaped `/` or `?` in a password) a secret could otherwise pass for a host or a database.
+    def plain(text: str, punctuation: str) -> bool:
+        return all(char.isalnum() or char in punctuation for char in text)
+
+    def is_port(text: str) -> bool:
+        return text.isascii() and text.isdigit() and len(text) <= 5
+
+    def is_host(host: str) -> bool:
+        if host.startswith("["):  # IPv6, `[::1]` or `[::1]:27017`
+            address, bracket, after = host[1:].partition("]")
+            port_ok = after == "" or (after.startswith(":") and is_port(after[1:]))
+            return bool(bracket and address) and plain(address, ":.%") and port_ok
+        name, colon, port = host.partition(":")  # a name, an IPv4 address or a %-encoded socket path
+        return bool(name) and plain(name, "-._~%") and (not colon or is_port(port))
+
+    scheme, _, rest = uri.strip().partition("://")
+    authority, _, path = rest.partition("?")[0].partition("/")
+    hosts = authority.rpartition("@")[2].split(",")
+    if scheme.lower() not in ("mongodb", "mongodb+srv") or not all(map(is_host, hosts)) or not plain(path, "-_.%"):
+        return "<unreadable MongoDB URI>"
+    database = path.partition(".")[0]  # `db.collection` names a collection too: the database is enough
+    return urlunsplit((scheme.lower(), ",".join(hosts), f"/{database}" if database else "", "", ""))
 
 
 def local_mongodb_answers(timeout: float = 0.3) -> bool:

@@ -3,6 +3,9 @@
 Under gunicorn every worker is a process of its own: with PROMETHEUS_MULTIPROC_DIR set
 (gunicorn.conf.py sets it) each keeps its samples in files there and `/metrics` adds them up,
 so one scrape sees all workers. Without it (`flask run`, tests) the process's own registry serves.
+
+Every label value comes from a fixed set, whatever clients send: made-up methods count as `other`,
+URLs no route matches as `<unmatched>`, and statuses are the server's own answers.
 """
 
 import os
@@ -26,6 +29,9 @@ from .db import DatabaseUnavailable, get_store
 from .operators import require_operator
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED_ROUTE = "<unmatched>"
 
 REQUESTS = Counter("fitkart_http_requests_total", "HTTP requests answered, by route and status.",
                    ["method", "route", "status"])
@@ -73,11 +79,22 @@ def _listen_to_database() -> None:
             monitoring.register(_listener)
 
 
+def method_label(method: str) -> str:
+    """The method as a label: one of the standard ones, else `other`."""
+    # Werkzeug passes any token as the method: each made-up one would be a new series forever.
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
+def route_label() -> str:
+    """The matched route pattern (not the URL: ids would explode the labels), else `<unmatched>`."""
+    return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+
+
 def _observed(response: Response) -> Response:
-    """Count the request under its route pattern (not its URL: ids would explode the labels)."""
-    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    """Count the request under its method and route labels, and time it."""
+    route = route_label()
     if route != "/metrics":
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        REQUESTS.labels(method_label(request.method), route, str(response.status_code)).inc()
         started = g.get("request_began")  # set by requestlog, whose hooks wrap these
         if started is not None:
             REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)

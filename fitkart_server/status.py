@@ -14,10 +14,11 @@ from flask_smorest import abort
 from pymongo.errors import PyMongoError
 
 from . import __version__
+from .auth import request_is_https
 from .db import DatabaseUnavailable, get_store
 from .documents import Reject
 from .engine import utc_now
-from .operators import COOKIE, is_operator, is_operator_token
+from .operators import COOKIE, SESSION_SECONDS, is_operator, operator_credential, session_cookie
 from .stats import collection_stats, latest_rejects, latest_run
 
 REFRESH_SECONDS = 5
@@ -100,13 +101,15 @@ def reject_page(reject_id: str):
 
 @bp.post("/status/sign-in")
 def sign_in():
-    """Check an operator token and keep it in an HttpOnly cookie for this site only."""
+    """Check an operator token; an HttpOnly cookie for this site then holds a signed session, never the token."""
     token = (request.form.get("token") or "").strip()
-    if not token or not is_operator_token(token):
+    credential = operator_credential(token) if token else None
+    if credential is None:
         return _sign_in_page("That token is not FITKART_ADMIN_TOKEN or a service-role token.")
     response = redirect(url_for("status.status_page"), 303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure,
-                        max_age=12 * 3600)
+    # Secure whenever the browser used HTTPS, also when a trusted proxy ended it.
+    response.set_cookie(COOKIE, session_cookie(credential), httponly=True, samesite="Strict",
+                        secure=request_is_https(), max_age=SESSION_SECONDS)
     return response
 
 

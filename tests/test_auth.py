@@ -202,8 +202,9 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(make_app, database_
     assert status("127.0.0.1", "203.0.113.9, 127.0.0.1") == 403  # trusted hops skipped: the client is outside
     assert status("198.51.100.7", "127.0.0.1") == 403  # an untrusted peer cannot claim loopback
     untrusting = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode)
+    # Untrusted, the header names no client, but says the loopback peer relays one: not a local client.
     assert untrusting.test_client().get("/api/sync/cart_items", headers={"X-Forwarded-For": "203.0.113.9"},
-                                        environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+                                        environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 403
 
 
 def test_explicit_off_serves_everyone(make_app, database_uri, decimal_mode):

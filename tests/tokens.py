@@ -1,4 +1,4 @@
-"""Supabase-style tokens for tests: a test HS256 secret and a test EC key pair served as JWKS."""
+"""Supabase-style tokens for tests: a test HS256 secret and test EC/RSA key pairs served as JWKS."""
 
 import json
 import threading
@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 JWT_SECRET = "test-jwt-secret-with-at-least-32-characters"
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
@@ -32,12 +32,30 @@ class SigningKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+class RsaSigningKey:
+    """An RS256 key pair with a kid (projects may also sign with RSA keys)."""
+
+    def __init__(self, kid: str) -> None:
+        self.kid = kid
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwk(self) -> dict:
+        """The public half as a JWKS entry."""
+        return {**RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True), "kid": self.kid,
+                "alg": "RS256", "use": "sig"}
+
+
 class JwksServer:
-    """A tiny HTTP server on loopback serving a JWKS document, counting the fetches."""
+    """A tiny HTTP server on loopback serving a JWKS document, counting the fetches.
+
+    `down` makes it answer 503 (still counted), as a JWKS endpoint in an outage would.
+    """
 
     def __init__(self) -> None:
-        self.keys: list[SigningKey] = []
+        self.keys: list[SigningKey | RsaSigningKey] = []
         self.fetches = 0
+        self.down = False
+        self._counting = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +63,11 @@ class JwksServer:
                 if self.path != JWKS_PATH:
                     self.send_error(404)
                     return
-                server.fetches += 1
+                with server._counting:
+                    server.fetches += 1
+                if server.down:
+                    self.send_error(503)
+                    return
                 body = json.dumps({"keys": [key.jwk() for key in server.keys]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -90,9 +112,14 @@ def hs256(claims: dict, secret: str = JWT_SECRET) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def es256(claims: dict, key: SigningKey) -> str:
-    """A token signed with an asymmetric signing key, its kid in the header."""
-    return jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": key.kid})
+def es256(claims: dict, key: SigningKey, kid: str | None = None) -> str:
+    """A token signed with an EC signing key, its kid (or the given one) in the header."""
+    return jwt.encode(claims, key.private, algorithm="ES256", headers={"kid": kid or key.kid})
+
+
+def rs256(claims: dict, key: RsaSigningKey, kid: str | None = None) -> str:
+    """A token signed with an RSA signing key, its kid (or the given one) in the header."""
+    return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": kid or key.kid})
 
 
 def bearer(token: str) -> dict:
