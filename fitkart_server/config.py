@@ -60,6 +60,8 @@ class Config:
     FITKART_WEBHOOK_HEADER = os.environ.get("FITKART_WEBHOOK_HEADER", "X-Webhook-Secret")
     # Lets operators outside loopback see the status page, rejected payloads and /metrics.
     FITKART_ADMIN_TOKEN = os.environ.get("FITKART_ADMIN_TOKEN") or None
+    # Signs the operator sign-in cookie (else a key derived from the admin token or JWT secret).
+    SECRET_KEY = os.environ.get("FITKART_SECRET_KEY") or None
     FITKART_LOG_FORMAT = os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower()
 
     API_TITLE = "FitKart Sync"

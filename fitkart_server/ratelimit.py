@@ -10,9 +10,11 @@ in /metrics and not stored).
 """
 
 import ipaddress
+import math
 import os
+import time
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 
 from . import limitstore  # noqa: F401 (registers the sqlite:// storage with `limits`)
@@ -59,6 +61,14 @@ def note_allowance(limiter: Limiter) -> None:
     g.reject_allowance = None if limit is None else limit.remaining
 
 
+def add_retry_after(limiter: Limiter, response: Response) -> Response:
+    """A 429 says when the caller's window ends, in seconds."""
+    limit = limiter.current_limit
+    if response.status_code == 429 and limit is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(limit.reset_at - time.time())))
+    return response
+
+
 def default_storage(app: Flask) -> str:
     """A SQLite file in the instance folder: shared by every worker on this machine."""
     return f"sqlite:///{os.path.join(app.instance_path, STORAGE_FILE)}"
@@ -75,12 +85,14 @@ def init_app(app: Flask) -> Limiter:
         application_limits_cost=lambda: max(refusals(), 1),
         storage_uri=app.config["FITKART_RATELIMIT_STORAGE"] or default_storage(app),
         strategy="fixed-window",
-        headers_enabled=True,
+        # Its headers would go on every write and override a 503's own Retry-After: only 429s get one.
+        headers_enabled=False,
         # A storage that fails must not stop the writes it guards: they go through, and it is logged.
         swallow_errors=True,
     )
     limiter.init_app(app)
     app.before_request(lambda: note_allowance(limiter))
+    app.after_request(lambda response: add_retry_after(limiter, response))
     app.extensions["fitkart_limiter"] = limiter
     return limiter
 
