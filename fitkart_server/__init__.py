@@ -34,7 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
-    ratelimit.init_app(app)  # after auth: a signed-in caller is limited by user id
+    limiter = ratelimit.init_app(app)  # after auth: a signed-in caller is limited by user id
 
     from . import cli, operator_cli, status  # noqa: F401 (cli modules register `flask fitkart` commands)
     from .api import batch, docs, health, sync, webhooks
@@ -46,4 +46,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
     status.init_app(app)
+    ratelimit.limit_operator_sign_ins(limiter, status.bp, metrics.bp)
     return app

@@ -10,6 +10,12 @@ MAX_PATH = 120  # characters of a field's path (key) in an error
 MAX_MESSAGE = 200  # characters of one error message
 MAX_REASON = 500  # characters of a refusal's one-line reason
 MORE = "_more"  # the key that says how many errors were left out
+# A stored record, however many writes merged into it (unknown columns accumulate): 1 MiB, the
+# body limit, so reading one back or echoing it costs what writing it once could.
+MAX_RECORD_BYTES = 1024 * 1024
+# Records one answer carries: a batch's echoes (later results leave `record` out) or a list page
+# (it ends early, with a cursor to the rest). At least one record always fits.
+MAX_ECHO_BYTES = 1024 * 1024
 
 
 def cut(text: str, limit: int) -> str:
@@ -18,6 +24,16 @@ def cut(text: str, limit: int) -> str:
         return text
     head = limit * 2 // 3
     return f"{text[:head]}…{text[len(text) - (limit - head - 1):]}"
+
+
+def cut_bytes(text: str, limit: int) -> str:
+    """The text, or its start and end around an ellipsis, within `limit` bytes of UTF-8."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head - 3  # the ellipsis is three bytes
+    return f"{encoded[:head].decode('utf-8', 'ignore')}…{encoded[len(encoded) - tail:].decode('utf-8', 'ignore')}"
 
 
 def more_message(count: int | None) -> list[str]:

@@ -20,6 +20,7 @@ from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .engine import Observer, SyncEngine
 from .entities import ENTITIES
 from .housekeeping import Housekeeper
+from .rejects import Allowance
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,12 @@ def redact_uri(uri: str) -> str:
         return bool(name) and plain(name, "-._~%") and (not colon or is_port(port))
 
     scheme, _, rest = uri.strip().partition("://")
-    authority, _, path = rest.partition("?")[0].partition("/")
+    before_options, _, options = rest.partition("?")
+    authority, _, path = before_options.partition("/")
     hosts = authority.rpartition("@")[2].split(",")
-    if scheme.lower() not in ("mongodb", "mongodb+srv") or not all(map(is_host, hosts)) or not plain(path, "-_.%"):
+    # An `@` past the hosts means credentials written with an unescaped `?` or `/`: they would pass for a host.
+    if scheme.lower() not in ("mongodb", "mongodb+srv") or not all(map(is_host, hosts)) or not plain(path, "-_.%") \
+            or "@" in options or "@" in path:
         return "<unreadable MongoDB URI>"
     database = path.partition(".")[0]  # `db.collection` names a collection too: the database is enough
     return urlunsplit((scheme.lower(), ",".join(hosts), f"/{database}" if database else "", "", ""))
@@ -167,10 +171,10 @@ class Store:
             self.housekeeper.tick(database)
         return database if self._concern is None else database.with_options(write_concern=self._concern)
 
-    def engine(self, reject_allowance: int | None = None) -> SyncEngine:
-        """The sync engine over this database; it stores at most `reject_allowance` rejects (None: all)."""
+    def engine(self, allowance: Allowance | None = None) -> SyncEngine:
+        """The sync engine over this database; it asks `allowance` before storing on a caller's behalf."""
         return SyncEngine(self.database(), decimal_mode=self.decimal_mode, tombstone_days=self.tombstone_days,
-                          observer=self.observer, reject_allowance=reject_allowance)
+                          observer=self.observer, allowance=allowance)
 
     def for_jobs(self) -> "Store":
         """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
@@ -275,9 +279,9 @@ def get_store() -> Store:
 
 
 def get_engine() -> SyncEngine:
-    """The sync engine of the current request (one per request: it counts the request's refusals)."""
+    """The sync engine of the current request, spending its caller's allowance (see ratelimit.py)."""
     if "fitkart_engine" not in g:
-        g.fitkart_engine = get_store().engine(reject_allowance=g.get("reject_allowance"))
+        g.fitkart_engine = get_store().engine(allowance=g.get("fitkart_allowance"))
     return g.fitkart_engine
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import bson
 from bson import Decimal128
 from bson.errors import InvalidDocument
 from marshmallow import ValidationError
@@ -19,12 +20,12 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
 
-from .bounds import ErrorBudget
+from .bounds import MAX_ECHO_BYTES, MAX_REASON, MAX_RECORD_BYTES, ErrorBudget, cut
 from .clock import utc_now
 from .documents import PROVENANCE_FIELD, Reject, Tombstone
 from .entities import BY_COLLECTION, Entity
 from .policy import SERVICE, Caller, Forbidden
-from .rejects import RejectLog
+from .rejects import Allowance, RejectLog
 from .schemas import Money
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ MISSING = "Missing data for required field."
 Observer = Callable[[str, str, int], None]
 # Clients a tombstone of a delete-of-nothing remembers; more would let one id hold unbounded data.
 MAX_TOMBSTONE_CLIENTS = 16
+DUPLICATE_KEY = 11000
 DUPLICATE = ("Another record already holds a unique value of this one (its id, or its key).", {})
 
 
@@ -71,7 +73,7 @@ class SyncEngine:
 
     def __init__(self, database: Database, *, decimal_mode: str = "decimal128",
                  tombstone_days: int = 30, observer: Observer | None = None,
-                 reject_allowance: int | None = None) -> None:
+                 allowance: Allowance | None = None) -> None:
         self.database = database
         # Told of every record written or refused, e.g. to count them for /metrics.
         self.observer = observer
@@ -79,8 +81,9 @@ class SyncEngine:
         self.tombstone_lifetime = timedelta(days=tombstone_days)
         self.tombstones = database[Tombstone._get_collection_name()]
         self.rejects = database[Reject._get_collection_name()]
-        # How many refusals this engine (one request) may store: the caller's rate-limit allowance.
-        self.reject_log = RejectLog(self.rejects, observer=observer, allowance=reject_allowance)
+        # Asked before storing a reject or a client's tombstone: the caller's rate limit (None: no limit).
+        self.allowance = allowance
+        self.reject_log = RejectLog(self.rejects, observer=observer, allowance=allowance)
         # Field errors a batch reports in all; None outside a batch (each refusal gets its own).
         self.error_budget: ErrorBudget | None = None
 
@@ -144,6 +147,7 @@ class SyncEngine:
         if current is None:
             document = {"_id": entity.key_of(values), **self._to_storage(entity, entity.insert_defaults),
                         **values, PROVENANCE_FIELD: _provenance(source, 1)}
+            _refuse_oversized(document, reject)
             return PlannedWrite(document["_id"], document, None, document)
         if not authoritative and self._is_stale(entity, current, values, find_tombstone, writer):
             return UpsertOutcome("stale", self.show(entity, current))
@@ -155,7 +159,9 @@ class SyncEngine:
         # The version guard makes this a compare-and-set: no lock, a retry on a lost race.
         guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
         written = {**changes, PROVENANCE_FIELD: _provenance(source, (version or 0) + 1)}
-        return PlannedWrite(current["_id"], None, (guard, {"$set": written}), {**current, **written})
+        result = {**current, **written}
+        _refuse_oversized(result, reject)
+        return PlannedWrite(current["_id"], None, (guard, {"$set": written}), result)
 
     def _write(self, entity: Entity, planned: "PlannedWrite", reject) -> UpsertOutcome | None:
         """Make one planned write; None when another writer got there first (retry)."""
@@ -234,9 +240,11 @@ class SyncEngine:
             if exact:
                 # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
                 # A client's such delete binds only that client (see _is_tombstoned); Supabase's binds all.
+                # It is stored on the caller's behalf, so it spends the caller's allowance like a reject.
                 key = entity.key_of(query) if all(name in query for name in entity.key) else None
-                self._write_tombstones(entity, [(key, query.get("id"))], now, overwrite=False,
-                                       by=_writer(caller, source))
+                if self.allowance is None or self.allowance():
+                    self._write_tombstones(entity, [(key, query.get("id"))], now, overwrite=False,
+                                           by=_writer(caller, source))
             return 0
         # Tombstones first: if the delete then fails, a retry finds them and finishes it.
         self._write_tombstones(entity, [(entity.key_of(doc), doc.get("id")) for doc in found], now, overwrite=True)
@@ -319,9 +327,16 @@ class SyncEngine:
         if cursor is not None:
             conditions.append({"_id": {"$gt": cursor}})
         query = {"$and": conditions}
-        documents = list(self.database[entity.collection].find(query).sort("_id", 1).limit(limit + 1))
-        next_cursor = documents[limit - 1]["_id"] if len(documents) > limit else None
-        return [self.show(entity, doc) for doc in documents[:limit]], next_cursor
+        # Small batches: records may be up to 1 MiB each, and the page may end after the first.
+        found = self.database[entity.collection].find(query).sort("_id", 1).limit(limit + 1).batch_size(16)
+        page, size = [], 0
+        for document in found:
+            size += len(bson.encode(document))
+            if len(page) == limit or (page and size > MAX_ECHO_BYTES):
+                found.close()
+                return [self.show(entity, doc) for doc in page], page[-1]["_id"]
+            page.append(document)
+        return [self.show(entity, doc) for doc in page], None
 
     def show(self, entity: Entity, document: dict) -> dict:
         """A stored document as the JSON record clients see."""
@@ -408,16 +423,16 @@ class SyncEngine:
                 self._noted(name, decision)
                 answers[index] = {"result": decision.result, "record": decision.record}
             else:
-                writes.append((index, reject.payload, decision))
+                writes.append((index, reject, decision))
         if not writes:
             return
         operations = [InsertOne(planned.insert) if planned.insert is not None else UpdateOne(*planned.update)
                       for _, _, planned in writes]
         try:
             collection.bulk_write(operations, ordered=False)
-            failed = set()
+            failed = {}
         except BulkWriteError as error:
-            failed = {failure["index"] for failure in error.details.get("writeErrors", [])}
+            failed = {failure["index"]: failure for failure in error.details.get("writeErrors", [])}
         # An update whose guard no longer matched wrote nothing: find those by their version.
         expected = {planned.doc_id: planned.result[PROVENANCE_FIELD]["version"]
                     for _, _, planned in writes if planned.update is not None}
@@ -425,12 +440,16 @@ class SyncEngine:
         if expected:
             stored = {doc["_id"]: (doc.get(PROVENANCE_FIELD) or {}).get("version")
                       for doc in collection.find({"_id": {"$in": list(expected)}}, {PROVENANCE_FIELD: 1})}
-        for position, (index, payload, planned) in enumerate(writes):
+        for position, (index, reject, planned) in enumerate(writes):
             missed = planned.update is not None and stored.get(planned.doc_id) != expected[planned.doc_id]
-            if position in failed or missed:
-                # Lost a race or refused: redo it alone, with the full rules and error reporting.
+            refused = failed.get(position)
+            if refused is not None and not _is_collision(refused):
+                # Refused for its content: the same write alone would be refused again, so say so now.
+                answers[index] = reject(f"The database refused the record: {refused.get('errmsg', '')}")
+            elif refused is not None or missed:
+                # Lost a race: redo it alone, with the full rules and error reporting.
                 answers[index] = self._apply_or_refusal(
-                    {"op": "upsert", "collection": name, "record": payload}, caller, source, route)
+                    {"op": "upsert", "collection": name, "record": reject.payload}, caller, source, route)
             else:
                 outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
                                         self.show(entity, planned.result))
@@ -482,6 +501,7 @@ class _Rejecter:
         self.source, self.route, self.payload, self.caller = source, route, payload, caller
 
     def __call__(self, reason: str, errors: dict | None = None) -> RecordRejected:
+        reason = cut(reason, MAX_REASON)  # a database's refusal can quote the whole record
         # Within the batch's shared budget, or a budget of this refusal's own.
         errors = (self.engine.error_budget or ErrorBudget()).take(errors) if errors else {}
         self._record(reason, errors, 422)
@@ -553,6 +573,22 @@ def _field_errors(error: ValidationError) -> dict:
     """Marshmallow's messages as a field → reasons mapping."""
     messages = error.messages
     return messages if isinstance(messages, dict) else {"_schema": list(messages)}
+
+
+def _refuse_oversized(document: dict, reject) -> None:
+    """Refuse a write that would leave a record over MAX_RECORD_BYTES (columns merge across writes)."""
+    try:
+        size = len(bson.encode(document))
+    except InvalidDocument:
+        return  # the database will refuse it, and say why
+    if size > MAX_RECORD_BYTES:
+        raise reject(f"The record would be {size:,} bytes stored; at most {MAX_RECORD_BYTES:,} are kept.")
+
+
+def _is_collision(write_error: dict) -> bool:
+    """Whether a bulk write error is a duplicate key (a race, or another record's unique value)."""
+    # FerretDB v1 reports a unique violation on update as an internal error, not E11000.
+    return write_error.get("code") == DUPLICATE_KEY or "UNIQUE constraint failed" in str(write_error.get("errmsg"))
 
 
 def _refusal(error: Exception) -> tuple[str, dict]:

@@ -7,12 +7,12 @@ import re
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 
-from .bounds import cut
+from .bounds import cut_bytes
 
 MAX_JSON_DEPTH = 32
-# A log line (message, and a trace's text) is cut to this many characters: no request can
-# make the server write megabytes of log, whatever ends up in a message.
-MAX_LOG_TEXT = 8 * 1024
+# A log record's message, and a trace's text, are cut to this many bytes: no request can make
+# the server write megabytes of log, whatever ends up in a message (a line stays under 16 KB).
+MAX_LOG_BYTES = 6 * 1024
 # Bearer tokens and anything shaped like a JWT (three base64url parts) are masked in logs.
 SECRET_PATTERNS = (re.compile(r"(?i)(bearer\s+)[\w\-.~+/=]+"),
                    re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"))
@@ -71,11 +71,11 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Replace the message (and a trace's text) with its redacted, bounded form."""
         message = record.getMessage()
-        cleaned = redact(cut(message, MAX_LOG_TEXT))
+        cleaned = redact(cut_bytes(message, MAX_LOG_BYTES))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:  # formatters reuse exc_text once it is set
-            record.exc_text = redact(cut(self.formatter.formatException(record.exc_info), MAX_LOG_TEXT))
+            record.exc_text = redact(cut_bytes(self.formatter.formatException(record.exc_info), MAX_LOG_BYTES))
         return True
 
 

@@ -1,9 +1,9 @@
 """`sync_rejects`: every refused write kept for an operator, each small, never without limit.
 
 A reject holds at most 64 KiB of payload, 50 field errors and a 500-character reason
-(about 100 KB in all). How many one request may store is its caller's allowance (the
-refused-write rate limit, see `ratelimit.py`); refusals past it are answered as usual and
-counted in /metrics, not stored. The collection itself is trimmed by `housekeeping.py`.
+(about 100 KB in all). Each one is first asked of the caller's allowance (the refused-write
+rate limit, see `ratelimit.py`); refusals past it are answered as usual and counted in
+/metrics, not stored. The collection itself is trimmed by `housekeeping.py`.
 """
 
 import json
@@ -21,25 +21,25 @@ ERRORS_LIMIT = 32 * 1024  # bytes of error text kept (50 cut errors fit well wit
 COLLECTION = Reject._get_collection_name()
 # Told (collection, result, count): `rejected`/`forbidden` for each refusal, `not_stored` past the allowance.
 Observer = Callable[[str, str, int], None]
+# Asked before anything is stored on a caller's behalf; False: the caller is past its limit, store nothing.
+Allowance = Callable[[], bool]
 
 
 class RejectLog:
-    """Stores one request's (or one job's) refused writes, up to its allowance."""
+    """Stores refused writes while the caller's allowance lasts."""
 
     def __init__(self, collection: Collection, *, observer: Observer | None = None,
-                 allowance: int | None = None) -> None:
+                 allowance: Allowance | None = None) -> None:
         self.collection = collection
         self.observer = observer
         # None: no limit (CLI jobs, whose refusals an operator asked for).
         self.allowance = allowance
-        self.refused = 0  # refusals in this request, stored or not: what the rate limit deducts
 
     def record(self, *, reason: str, errors: dict, payload, route: str | None, collection: str | None,
                operation: str | None, source: str, caller: Caller = SERVICE, status: int = 422) -> None:
         """Keep a refused write, who sent it, its reason and (up to 64 KiB of) its payload."""
-        self.refused += 1
         self._tell(collection, "forbidden" if status == 403 else "rejected")
-        if self.allowance is not None and self.refused > self.allowance:
+        if self.allowance is not None and not self.allowance():
             self._tell(collection, "not_stored")
             return
         encoded = json_bytes(payload)

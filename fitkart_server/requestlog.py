@@ -13,9 +13,11 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from .bounds import cut_bytes
 from .hardening import redact
 
 LOG_FORMATS = ("text", "json")
+MAX_LINE = 16 * 1024  # characters of one JSON log line
 REQUEST_ID_HEADER = "X-Request-ID"
 # Letters, digits and a few separators, not too long: anything else could forge log lines.
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -38,7 +40,13 @@ class JsonLines(logging.Formatter):
                      for name in self.FIELDS if hasattr(record, name)})
         if record.exc_info:  # the bounded, redacted text hardening made when the record was created
             line["exception"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        text = json.dumps(line, default=str)
+        if len(text) > MAX_LINE:  # JSON escapes can grow a bounded message sixfold: cut further
+            for name in ("message", "exception"):
+                if name in line:
+                    line[name] = cut_bytes(line[name], MAX_LINE // 16)
+            text = json.dumps(line, default=str)
+        return text
 
 
 JsonLines.converter = time.gmtime

@@ -107,11 +107,12 @@ def test_a_uri_is_shown_as_scheme_hosts_and_database(uri, shown):
     "mongodb://user:password",           # no @ at all: the password would pass for a port
     "postgres://user:password@host/db",  # not a MongoDB URI
     "user:password@host",
+    "mongodb://user:12345?authSource=admin@host/db",  # credentials before a `?`: user and port-like password
 ])
 def test_a_uri_that_cannot_be_read_shows_nothing_of_its_secrets(uri):
     """A malformed URI is never shown in part: it might split so that a secret passes for a host."""
     shown = redact_uri(uri)
-    for secret in ("password", "pa/ss", "pa?ss", "ss@", "pa ss", "user"):
+    for secret in ("password", "pa/ss", "pa?ss", "ss@", "pa ss", "user", "12345"):
         assert secret not in shown
 
 

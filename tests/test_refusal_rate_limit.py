@@ -1,6 +1,7 @@
 """Refused writes are rate-limited per caller: past the limit 429 + Retry-After, nothing stored; good writes never."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -79,3 +80,69 @@ def test_gunicorn_workers_share_one_count(database_uri, decimal_mode, tmp_path, 
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     workers = {line["pid"] for line in lines if line.get("route") == "/api/sync/cart_items"}
     assert len(workers) == 2, "both workers should have answered some of the requests"
+
+
+def test_concurrent_batches_store_no_more_than_the_limit(database_uri, decimal_mode, mongo):
+    """Eight batches of fifty bad operations at once, from one caller, under two workers: twenty stored in all."""
+    server = GunicornServer(database_uri, decimal_mode, workers=2, threads=4,
+                            env={"FITKART_REJECTS_RATE": "20 per minute"}).start()
+    batch = {"operations": [{"op": "upsert", "collection": "cart_items", "record": INVALID}] * 50}
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(lambda _: request(f"{server.url}/api/sync/batch", batch)[0], range(8)))
+    finally:
+        server.stop()
+    assert set(statuses) <= {200, 429} and 200 in statuses
+    assert mongo.sync_rejects.count_documents({}) == 20
+
+
+def test_deletes_of_nothing_spend_the_allowance(limited, mongo):
+    """Each tombstone of a delete of nothing is stored on the caller's behalf: five, then 429."""
+    deletes = [{"op": "delete", "collection": "cart_items", "record": {"id": new_id()}} for _ in range(8)]
+    answers = limited.post("/api/sync/batch", json={"operations": deletes}).json["results"]
+    assert answers == [{"deleted": 0}] * 8  # each answered; the three past the limit leave no tombstone
+    assert mongo.sync_tombstones.count_documents({}) == 5
+    refused = limited.delete(f"/api/sync/cart_items/{new_id()}")
+    assert refused.status_code == 429 and "FITKART_REJECTS_RATE" in refused.json["message"]
+
+
+def test_supabase_and_the_service_role_are_not_cut_by_an_anon_flood(make_app, database_uri, decimal_mode, mongo):
+    """The anon key's flood from one address reaches its limit; webhooks and the service role still write."""
+    client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                      SUPABASE_JWT_SECRET=JWT_SECRET, FITKART_WEBHOOK_SECRET="hook-secret",
+                      FITKART_REJECTS_RATE="5 per minute").test_client()
+    anon = bearer(hs256(claims_for(None, role="anon", issuer="supabase", audience=None)))
+    for _ in range(10):
+        client.post("/api/sync/cart_items", json=INVALID, headers=anon)
+    assert client.post("/api/sync/cart_items", json=cart_item(), headers=anon).status_code == 429
+    hook = {"type": "INSERT", "table": "cart_items", "schema": "public", "record": cart_item(), "old_record": None}
+    assert client.post("/api/webhooks/supabase", json=hook,
+                       headers={"X-Webhook-Secret": "hook-secret"}).json["result"] == "created"
+    service = bearer(hs256(claims_for(None, role="service_role", issuer="supabase", audience=None)))
+    assert client.post("/api/sync/cart_items", json=cart_item(), headers=service).status_code == 200
+
+
+def test_webhooks_are_never_429_but_their_rejects_are_capped(make_app, database_uri, decimal_mode, mongo):
+    """Ten invalid webhook rows past a limit of five: all answered 422, five kept."""
+    client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                      FITKART_WEBHOOK_SECRET="hook-secret", FITKART_REJECTS_RATE="5 per minute").test_client()
+    hook = {"type": "INSERT", "table": "cart_items", "schema": "public", "record": INVALID, "old_record": None}
+    statuses = [client.post("/api/webhooks/supabase", json=hook, headers={"X-Webhook-Secret": "hook-secret"})
+                .status_code for _ in range(10)]
+    assert statuses == [422] * 10
+    assert mongo.sync_rejects.count_documents({"source": "webhook"}) == 5
+
+
+def test_operator_token_guessing_is_cut(make_app, database_uri, decimal_mode):
+    """Twenty wrong operator tokens from one address, then 429, on the sign-in form and /metrics alike."""
+    client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                      FITKART_AUTH="off", FITKART_ADMIN_TOKEN="the-real-admin-token").test_client()
+    remote = {"REMOTE_ADDR": "203.0.113.7"}
+    statuses = [client.post("/status/sign-in", data={"token": f"guess-{index}"}, environ_base=remote).status_code
+                for index in range(20)]
+    assert statuses == [401] * 20
+    assert client.post("/status/sign-in", data={"token": "guess"}, environ_base=remote).status_code == 429
+    assert client.get("/metrics", headers={"Authorization": "Bearer guess"}, environ_base=remote).status_code == 429
+    other = {"REMOTE_ADDR": "203.0.113.8"}
+    assert client.get("/metrics", headers={"Authorization": "Bearer the-real-admin-token"},
+                      environ_base=other).status_code == 200

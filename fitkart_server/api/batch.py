@@ -1,5 +1,7 @@
 """`POST /api/sync/batch`: many upserts and deletes in one request, each on its own."""
 
+import json
+
 from flask import current_app, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
@@ -7,6 +9,7 @@ from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
 from ..auth import current_caller
+from ..bounds import MAX_ECHO_BYTES
 from ..db import get_engine
 from ..engine import OPERATIONS
 from ..entities import BY_COLLECTION
@@ -38,7 +41,8 @@ class BatchResultSchema(Schema):
 
     results = fields.List(fields.Dict(), required=True, metadata={"description": (
         '`{"result": R, "record": {...}}` for an upsert, `{"deleted": n}` for a delete, '
-        '`{"error": {code, status, message, errors}}` for an operation that was refused.')})
+        '`{"error": {code, status, message, errors}}` for an operation that was refused. Records are '
+        'echoed while they add up to 1 MiB; later upsert results leave `record` out.')})
 
 
 @blp.route("/batch")
@@ -69,5 +73,20 @@ class Batch(MethodView):
                                "split it and send the parts in order.")
         # Authorized and validated one by one; a refusal takes its operation's place.
         answers = engine.apply_batch(operations, caller=current_caller(), route=request.path)
-        return jsonify(results=[{"error": error_body(answer)} if isinstance(answer, Exception) else answer
-                                for answer in answers])
+        return jsonify(results=within_echo_budget(
+            [{"error": error_body(answer)} if isinstance(answer, Exception) else answer for answer in answers]))
+
+
+def within_echo_budget(results: list[dict]) -> list[dict]:
+    """The results, echoing stored records while they add up to MAX_ECHO_BYTES (the first always)."""
+    echoed = 0
+    for result in results:
+        record = result.get("record")
+        if record is None:
+            continue
+        size = len(json.dumps(record, default=str))
+        if echoed and echoed + size > MAX_ECHO_BYTES:
+            del result["record"]  # the result stands; the record can be read with GET
+        else:
+            echoed += size
+    return results
