@@ -4,7 +4,7 @@ from flask import Flask
 from flask_cors import CORS
 from flask_smorest import Api
 
-from . import auth, db, errors, hardening, metrics, ratelimit, requestlog
+from . import auth, db, errors, hardening, metrics, ratelimit, requestlog, spooling
 from .config import DECIMAL_MODES, Config
 
 __version__ = "0.1.0"
@@ -32,11 +32,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     api = Api(app)
     errors.init_app(app, api)
     db.init_app(app)
+    spooling.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
     limiter = ratelimit.init_app(app)  # after auth: a signed-in caller is limited by user id
 
-    from . import cli, operator_cli, status  # noqa: F401 (cli modules register `flask fitkart` commands)
+    from . import cli, operator_cli, spool_cli, status  # noqa: F401 (cli modules register `flask fitkart` commands)
     from .api import batch, docs, health, sync, webhooks
 
     for blueprint in sync.entity_blueprints():

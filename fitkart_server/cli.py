@@ -1,4 +1,4 @@
-"""`flask fitkart verify | repair | backfill | migrate-legacy`: the mirror against Supabase."""
+"""`flask fitkart verify | repair | backfill | migrate-legacy | convert-money`: the mirror against Supabase."""
 
 import json
 import sys
@@ -9,8 +9,9 @@ import click
 from pymongo.errors import PyMongoError
 
 from . import legacy, reconcile
+from .config import MONEY_FORMS
 from .db import DatabaseUnavailable, fitkart_cli, get_store
-from .engine import utc_now
+from .engine import SyncEngine, utc_now
 from .entities import BY_COLLECTION, ENTITIES, Entity
 from .sources import PostgresSource, RestSource, Source, SourceError
 
@@ -242,3 +243,62 @@ def migrate_legacy_command():
     for name, counts in report.items():
         click.echo(f"{name:<16} moved {counts['moved']:>6}  could not move {counts['failed']:>6}")
     sys.exit(IN_SYNC if all(counts["failed"] == 0 for counts in report.values()) else DRIFT)
+
+
+@fitkart_cli.command("convert-money")
+@click.option("--to", "target", required=True, type=click.Choice(MONEY_FORMS),
+              help="The form every amount is stored in afterwards.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Conversions per bulk write (and documents per read).")
+def convert_money_command(target, batch_size):
+    """Store every amount (products.price, orders.total_amount) as decimal128, double or string.
+
+    Reads each collection with one cursor and converts what is not yet in the target form,
+    whatever form it is in; a write made meanwhile wins over the conversion. Safe to stop and
+    run again (what was converted counts as already right); a second run changes nothing.
+    Values that are no numeric(10,2) amount are left as they were. It changes only the form:
+    no version or write time. Refuses decimal128 where the database cannot store it. Exit
+    status: 0 every amount is in the form, 1 some were left (see the counts), 2 error.
+    """
+    store = get_store().for_jobs()
+    if store is not get_store():
+        click.get_current_context().call_on_close(store.close)
+    with errors_exit():
+        database = store.database()
+        refusal = store.decimal128_problem() if target == "decimal128" else None
+        if refusal:
+            click.echo(f"error: this database cannot store Decimal128 ({refusal}); "
+                       "convert to double or string.", err=True)
+            sys.exit(ERROR)
+        # The engine's own conversion, so an amount converted here is exactly what the engine would store.
+        store_money = SyncEngine(database, decimal_mode=target).store_money
+        reports = []
+        for collection, column in reconcile.money_columns():
+            report = reconcile.convert_money(database, collection, column, store_money, batch_size)
+            click.echo(_conversion_line(report, target))
+            reports.append(report)
+    sys.exit(_conversion_summary(reports, target, store.chosen_decimal_mode))
+
+
+def _conversion_line(report: reconcile.MoneyConversion, target: str) -> str:
+    """One column's counts, as convert-money prints them."""
+    return (f"{report.collection:<10}{report.column:<14}{report.converted:>9} converted{report.already:>9} already "
+            f"{target:<11}{report.not_amounts:>6} not amounts{report.changed_meanwhile:>6} changed meanwhile")
+
+
+def _conversion_summary(reports: list[reconcile.MoneyConversion], target: str, mode: str) -> int:
+    """Say what convert-money did in all; its exit status."""
+    converted = sum(report.converted for report in reports)
+    left = sum(report.not_amounts for report in reports)
+    raced = sum(report.changed_meanwhile for report in reports)
+    click.echo(f"converted {converted} amount(s) to {target}" if converted
+               else f"nothing to convert: every amount was already {target}")
+    if left:
+        click.echo(f"{left} value(s) are no numeric(10,2) amount and were left as they were")
+    if raced:
+        click.echo(f"{raced} amount(s) were written meanwhile: run again")
+    if mode != target:
+        # Otherwise the next writes of these records store the other form again.
+        click.echo(f"note: new writes store {mode} (FITKART_DECIMAL_MODE); set FITKART_DECIMAL_MODE={target} "
+                   "to keep every amount in one form")
+    return IN_SYNC if not left and not raced else DRIFT

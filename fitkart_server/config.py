@@ -8,7 +8,9 @@ from dotenv import find_dotenv, load_dotenv
 load_dotenv(find_dotenv(usecwd=True))
 
 DEFAULT_CORS_ORIGINS = "http://localhost:8080,http://127.0.0.1:8080"
-DECIMAL_MODES = ("decimal128", "double", "string")
+# The forms money can be stored in; "auto" is decimal128 where the database stores it, else double.
+MONEY_FORMS = ("decimal128", "double", "string")
+DECIMAL_MODES = ("auto", *MONEY_FORMS)
 
 
 def _int(name: str, default: int) -> int:
@@ -35,7 +37,7 @@ class Config:
     FITKART_MONGODB_URI = os.environ.get("FITKART_MONGODB_URI") or None
     FITKART_CORS_ORIGINS = _list("FITKART_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
     FITKART_MAX_BATCH = _int("FITKART_MAX_BATCH", 1000)
-    FITKART_DECIMAL_MODE = os.environ.get("FITKART_DECIMAL_MODE", "decimal128").strip().lower()
+    FITKART_DECIMAL_MODE = os.environ.get("FITKART_DECIMAL_MODE", "auto").strip().lower()
     FITKART_TOMBSTONE_DAYS = _int("FITKART_TOMBSTONE_DAYS", 30)
     # Refused writes each caller may have stored, in Flask-Limiter's notation; past it, 429.
     FITKART_REJECTS_RATE = os.environ.get("FITKART_REJECTS_RATE", "60 per minute")
@@ -44,6 +46,9 @@ class Config:
     # sync_rejects is trimmed, oldest first, past this size, and purged after this many days.
     FITKART_REJECTS_MAX_MB = _int("FITKART_REJECTS_MAX_MB", 256)
     FITKART_REJECTS_DAYS = _int("FITKART_REJECTS_DAYS", 30)
+    # Writes kept while the database is away (see spool.py): at most this much, then 503.
+    FITKART_SPOOL_MAX_MB = _int("FITKART_SPOOL_MAX_MB", 256)
+    FITKART_SPOOL_PATH = os.environ.get("FITKART_SPOOL_PATH") or None  # unset: instance/spool.sqlite3
     FITKART_DB_TIMEOUT_MS = _int("FITKART_DB_TIMEOUT_MS", 2000)
     FITKART_DB_SOCKET_TIMEOUT_MS = _int("FITKART_DB_SOCKET_TIMEOUT_MS", 10_000)
     # "auto": majority against a replica set (or sharded cluster), 1 against a standalone server.

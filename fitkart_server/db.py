@@ -4,6 +4,8 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
+from functools import partial
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -40,6 +42,10 @@ class DatabaseUnavailable(Exception):
     """The database cannot serve requests now: unreachable, or set up wrongly."""
 
 
+class DatabaseUnreachable(DatabaseUnavailable):
+    """The database does not answer: writes can wait in the spool for it."""
+
+
 def is_refused_login(error: Exception) -> bool:
     """Whether a driver error says the database refused our credentials or rights."""
     return isinstance(error, OperationFailure) and error.code in REFUSED_LOGIN_CODES
@@ -48,8 +54,9 @@ def is_refused_login(error: Exception) -> bool:
 def unavailable(error: PyMongoError) -> DatabaseUnavailable:
     """The DatabaseUnavailable a driver error stands for (no secrets: the class and, for a refusal, its words)."""
     if is_refused_login(error):
+        # Not queued: credentials are the operator's to mend, and the client should hear so (503).
         return DatabaseUnavailable(f"database refused the login: {error.details.get('codeName', error.code)}")
-    return DatabaseUnavailable(f"database unreachable: {error.__class__.__name__}")
+    return DatabaseUnreachable(f"database unreachable: {error.__class__.__name__}")
 
 
 def database_name(uri: str) -> str:
@@ -115,7 +122,12 @@ class Store:
         self._pid: int | None = None
         self._client = None
         self._prepared = False
-        self._problem: str | None = None
+        # FITKART_DECIMAL_MODE as resolved when the database is first used (prepare): the form money is stored
+        # in and why, the database's refusal of Decimal128 (None: it stores it), and why money cannot be stored.
+        self._chosen_mode: str | None = None
+        self.decimal_mode_reason: str | None = None
+        self.decimal128_refusal: str | None = None
+        self.money_problem: str | None = None
         self.observer: Observer | None = None  # handed to every engine (metrics counts results)
         self.housekeeper: Housekeeper | None = None  # purges tombstones and rejects now and then
         # Threads of one worker share the client; only one of them may create or prepare it.
@@ -165,16 +177,30 @@ class Store:
                     if not is_refused_login(error):
                         raise
                     raise unavailable(error) from error
-        if self._problem:
-            raise DatabaseUnavailable(self._problem)
         if self.housekeeper is not None:
             self.housekeeper.tick(database)
         return database if self._concern is None else database.with_options(write_concern=self._concern)
 
+    @property
+    def chosen_decimal_mode(self) -> str:
+        """The form money is stored in: FITKART_DECIMAL_MODE, or what `auto` chose (still `auto` before first use)."""
+        return self._chosen_mode or self.decimal_mode
+
     def engine(self, allowance: Allowance | None = None) -> SyncEngine:
         """The sync engine over this database; it asks `allowance` before storing on a caller's behalf."""
-        return SyncEngine(self.database(), decimal_mode=self.decimal_mode, tombstone_days=self.tombstone_days,
-                          observer=self.observer, allowance=allowance)
+        return self._engine(self.database(), allowance=allowance)  # first: preparing it resolves the decimal mode
+
+    def offline_engine(self, spill: Callable[[dict], None]) -> SyncEngine:
+        """An engine that only validates, for writes the spool keeps: no database round trip, rejects spilled."""
+        return self._engine(self.client()[DEFAULT_DATABASE if self.embedded else database_name(self.uri)],
+                            spill=spill)
+
+    def _engine(self, database: Database, **options) -> SyncEngine:
+        """An engine over `database` in the chosen decimal mode."""
+        # Where money cannot be stored as set, only writes that carry money are refused (503, not the client's fault).
+        refusal = partial(DatabaseUnavailable, self.money_problem) if self.money_problem else None
+        return SyncEngine(database, decimal_mode=self.chosen_decimal_mode, money_refusal=refusal,
+                          tombstone_days=self.tombstone_days, observer=self.observer, **options)
 
     def for_jobs(self) -> "Store":
         """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
@@ -200,9 +226,7 @@ class Store:
             database[entity.collection].create_index(f"{PROVENANCE_FIELD}.written_at", name="written_at")
         self._create_tombstone_ttl(database)
         self._concern = self._choose_write_concern(database)
-        self._problem = self._decimal_problem(database)
-        if self._problem:
-            log.error(self._problem)
+        self._choose_decimal_mode(database)
         self._prepared = True
 
     def _create_tombstone_ttl(self, database: Database) -> None:
@@ -233,21 +257,57 @@ class Store:
             setting = "majority" if hello.get("setName") or hello.get("msg") == "isdbgrid" else "1"
         return WriteConcern(w=int(setting) if setting.isdigit() else setting)
 
-    def _decimal_problem(self, database: Database) -> str | None:
-        """Why FITKART_DECIMAL_MODE=decimal128 cannot work here, or None when it can."""
-        if self.decimal_mode != "decimal128" or self.embedded:
-            return None
+    def _choose_decimal_mode(self, database: Database) -> None:
+        """Resolve FITKART_DECIMAL_MODE (`auto`: decimal128 where the database stores it, else double); log it once."""
+        setting = self.decimal_mode
+        # Only where it decides something: FerretDB answers the probe by dropping the connection, which
+        # costs the client a reconnect, so an explicit double or string mode is taken as it is.
+        refusal = self._probe_decimal128(database) if setting in ("auto", "decimal128") else None
+        if setting != "auto":
+            mode, reason = setting, f"FITKART_DECIMAL_MODE={setting}"
+        elif refusal is None:
+            mode, reason = "decimal128", "FITKART_DECIMAL_MODE=auto and this database stores Decimal128"
+        else:
+            # Still exact: a numeric(10,2) amount has at most ten digits and a double keeps fifteen; and a
+            # double, unlike a string, is a number to mongosh queries and $sum.
+            mode = "double"
+            reason = f"FITKART_DECIMAL_MODE=auto and this database cannot store Decimal128 ({refusal})"
+        problem = None
+        if mode == "decimal128" and refusal is not None:
+            problem = ("FITKART_DECIMAL_MODE is decimal128, but this database cannot store Decimal128 values "
+                       f"({refusal}). Set FITKART_DECIMAL_MODE=double (or string, or auto); until then writes "
+                       "that carry money (products.price, orders.total_amount) are refused.")
+            log.error(problem)
+        else:
+            level = logging.WARNING if setting == "auto" and mode == "double" else logging.INFO
+            log.log(level, "Money (price, total_amount) is stored as %s: %s.", mode, reason)
+        self._chosen_mode, self.decimal_mode_reason = mode, problem or reason
+        self.decimal128_refusal, self.money_problem = refusal, problem
+
+    def decimal128_problem(self) -> str | None:
+        """Why this database cannot store Decimal128 (probed now if the mode did not need it), or None."""
+        if self.decimal_mode in ("auto", "decimal128"):
+            return self.decimal128_refusal
+        return self._probe_decimal128(self.database())
+
+    def _probe_decimal128(self, database: Database) -> str | None:
+        """Why this database cannot store Decimal128 (its refusal, shortened), or None when it can."""
         probe = database["sync_capabilities"]
-        try:
-            probe.replace_one({"_id": "decimal128"}, {"_id": "decimal128", "value": Decimal128("0.01")},
-                              upsert=True)
-            probe.delete_one({"_id": "decimal128"})
-            return None
-        except PyMongoError as error:
-            database.client.admin.command("ping")  # still reachable: the value was the problem
-            return ("FITKART_DECIMAL_MODE is decimal128, but this database cannot store Decimal128 "
-                    f"values ({_short(error)}). Set FITKART_DECIMAL_MODE=double or "
-                    "FITKART_DECIMAL_MODE=string.")
+        refusal = None
+        for _ in range(2):  # twice: one connection dropped by chance must not pass for a refusal
+            try:
+                probe.replace_one({"_id": "decimal128"}, {"_id": "decimal128", "value": Decimal128("0.01")},
+                                  upsert=True)
+                probe.delete_one({"_id": "decimal128"})
+                return None
+            except PyMongoError as error:
+                if is_refused_login(error):
+                    raise
+                # FerretDB v1 drops the connection on a Decimal128; if the server still answers, the value
+                # was the problem (a ping that fails raises, and the database is unavailable instead).
+                database.client.admin.command("ping")
+                refusal = f"storing one failed: {_short(error)}"
+        return refusal
 
     def close(self) -> None:
         """Close this process's client (a later call opens a new one)."""
@@ -315,7 +375,7 @@ def init_app(app: Flask) -> None:
     else:
         app.logger.info("Mirroring into %s", store.description)
     if not app.testing:
-        try:  # indexes and the Decimal128 check at start-up; requests retry if this fails
+        try:  # indexes and the decimal mode's choice at start-up; requests retry if this fails
             store.database()
         except DatabaseUnavailable as error:
             app.logger.warning("Database not ready at start-up (%s); requests will retry.", error)

@@ -72,18 +72,23 @@ class SyncEngine:
     """Applies upserts and deletes to the mirror with the same rules for every table."""
 
     def __init__(self, database: Database, *, decimal_mode: str = "decimal128",
+                 money_refusal: Callable[[], Exception] | None = None,
                  tombstone_days: int = 30, observer: Observer | None = None,
-                 allowance: Allowance | None = None) -> None:
+                 allowance: Allowance | None = None, spill: Callable[[dict], None] | None = None) -> None:
         self.database = database
         # Told of every record written or refused, e.g. to count them for /metrics.
         self.observer = observer
         self.decimal_mode = decimal_mode
+        # Makes the error that refuses a write carrying money where `decimal_mode` cannot be stored (decimal128
+        # on a database without it); None when it can. Only money is refused: other writes go through.
+        self.money_refusal = money_refusal
         self.tombstone_lifetime = timedelta(days=tombstone_days)
         self.tombstones = database[Tombstone._get_collection_name()]
         self.rejects = database[Reject._get_collection_name()]
         # Asked before storing a reject or a client's tombstone: the caller's rate limit (None: no limit).
         self.allowance = allowance
-        self.reject_log = RejectLog(self.rejects, observer=observer, allowance=allowance)
+        # `spill`: where rejects go instead of the database while it is away (the spool).
+        self.reject_log = RejectLog(self.rejects, observer=observer, allowance=allowance, spill=spill)
         # Field errors a batch reports in all; None outside a batch (each refusal gets its own).
         self.error_budget: ErrorBudget | None = None
 
@@ -347,6 +352,15 @@ class SyncEngine:
     def apply_operation(self, operation, *, caller: Caller = SERVICE, source: str = "client",
                         route: str | None = None) -> dict:
         """Apply one batch operation and describe its outcome as the batch endpoint returns it."""
+        kind, entity, record = self.operation_parts(operation, caller=caller, source=source, route=route)
+        if kind == "delete":
+            return {"deleted": self.delete_records(entity, record, caller=caller, source=source, route=route)}
+        outcome = self.upsert_record(entity, record, caller=caller, source=source, route=route)
+        return {"result": outcome.result, "record": outcome.record}
+
+    def operation_parts(self, operation, *, caller: Caller, source: str,
+                        route: str | None) -> tuple[str, Entity, dict]:
+        """A batch operation's kind, table and record; refused (and kept) when it is not a well-formed one."""
         if not isinstance(operation, dict):
             raise _Rejecter(self, None, None, source, route, operation, caller)(
                 "An operation is a JSON object.")
@@ -360,11 +374,16 @@ class SyncEngine:
             errors["record"] = ["Must be a JSON object."]
         if errors:
             raise _Rejecter(self, None, kind, source, route, operation, caller)("Invalid operation.", errors)
-        entity = BY_COLLECTION[name]
+        return kind, BY_COLLECTION[name], record
+
+    def check(self, kind: str, entity: Entity, payload, *, caller: Caller, source: str,
+              route: str | None) -> None:
+        """Validate one write as its upsert or delete would, without the database (for the spool)."""
+        reject = _Rejecter(self, entity, kind, source, route, payload, caller)
         if kind == "delete":
-            return {"deleted": self.delete_records(entity, record, caller=caller, source=source, route=route)}
-        outcome = self.upsert_record(entity, record, caller=caller, source=source, route=route)
-        return {"result": outcome.result, "record": outcome.record}
+            self._delete_query(entity, payload, reject)
+        else:
+            self._validated(entity, payload, reject)
 
     def apply_batch(self, operations: list, *, caller: Caller = SERVICE, source: str = "client",
                     route: str | None = None) -> list:
@@ -472,7 +491,7 @@ class SyncEngine:
     # -- storage -----------------------------------------------------------------
 
     def _to_storage(self, entity: Entity, values: dict) -> dict:
-        """Money in the configured FITKART_DECIMAL_MODE; everything else as validated."""
+        """Money in the chosen FITKART_DECIMAL_MODE; everything else as validated."""
         stored = dict(values)
         for name, field in entity.schema.fields.items():
             if isinstance(field, Money) and isinstance(stored.get(name), Decimal):
@@ -480,7 +499,9 @@ class SyncEngine:
         return stored
 
     def store_money(self, amount: Decimal):
-        """One amount as the configured FITKART_DECIMAL_MODE stores it."""
+        """One amount as the chosen FITKART_DECIMAL_MODE stores it; refused where that form cannot be stored."""
+        if self.money_refusal is not None:
+            raise self.money_refusal()
         if self.decimal_mode == "double":
             return float(amount)
         if self.decimal_mode == "string":

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable, Unprocessable
 from .db import DatabaseUnavailable, is_refused_login, unavailable
 from .engine import RecordRejected
 from .policy import Forbidden
+from .spool import SpoolFull
 from .tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS = 2
@@ -26,6 +27,9 @@ def as_http_error(error: Exception) -> HTTPException:
         http_error = ServiceUnavailable()
         if isinstance(error, DatabaseUnavailable):
             message = str(error)
+        elif isinstance(error, SpoolFull):
+            message = ("database unreachable, and the spool of writes waiting for it is full "
+                       "(FITKART_SPOOL_MAX_MB): nothing was kept")
         elif isinstance(error, KeysUnavailable):
             message = "Supabase signing keys (JWKS) unreachable"
         else:
@@ -60,7 +64,7 @@ def init_app(app: Flask, api: Api) -> None:
             raise error  # any other refusal is a fault of ours: a 500, logged with its trace
         return handle(unavailable(error))
 
-    for error_class in (DatabaseUnavailable, ConnectionFailure, KeysUnavailable, RecordRejected, Forbidden):
+    for error_class in (DatabaseUnavailable, ConnectionFailure, KeysUnavailable, RecordRejected, Forbidden, SpoolFull):
         app.register_error_handler(error_class, handle)
     # Credentials revoked while running: 503 like an outage, until the database accepts us again.
     app.register_error_handler(OperationFailure, handle_refused_login)

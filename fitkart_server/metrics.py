@@ -27,6 +27,7 @@ from pymongo import monitoring
 
 from .db import DatabaseUnavailable, get_store
 from .operators import require_operator
+from .spooling import spool_state
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -44,6 +45,12 @@ DATABASE_SECONDS = Histogram("fitkart_db_command_duration_seconds", "Database ro
                              ["command"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
 DATABASE_UP = Gauge("fitkart_db_up", "1 when the database answered the last check, else 0.",
                     multiprocess_mode="mostrecent")
+# Read from the spool file at each scrape: every worker sees the same file.
+SPOOL_ENTRIES = Gauge("fitkart_spool_entries", "Writes queued while the database is away.",
+                      multiprocess_mode="mostrecent")
+SPOOL_BYTES = Gauge("fitkart_spool_bytes", "Bytes the queued writes take.", multiprocess_mode="mostrecent")
+SPOOL_OLDEST_SECONDS = Gauge("fitkart_spool_oldest_seconds", "Age of the oldest queued write.",
+                             multiprocess_mode="mostrecent")
 
 bp = Blueprint("metrics", __name__)
 
@@ -110,6 +117,10 @@ def metrics():
         DATABASE_UP.set(1)
     except DatabaseUnavailable:
         DATABASE_UP.set(0)
+    spool = spool_state()
+    SPOOL_ENTRIES.set(spool["entries"])
+    SPOOL_BYTES.set(spool["bytes"])
+    SPOOL_OLDEST_SECONDS.set(spool["oldest_seconds"])
     registry = REGISTRY
     if os.environ.get(MULTIPROCESS_ENV):
         registry = CollectorRegistry()

@@ -27,11 +27,18 @@ def _when(moment) -> str:
 def stats_command():
     """Per collection: documents, last write and its source, writes in the last hour."""
     engine = database_or_exit()
-    click.echo(f"mirror: {get_store().description}")
+    click.echo(f"mirror: {get_store().description}; {_money(engine)}")
     click.echo(f"{'collection':<16}{'documents':>11}  {'last write (UTC)':<20}{'source':<11}{'writes/hour':>11}")
     for row in collection_stats(engine.database):
         click.echo(f"{row.name:<16}{row.documents:>11,}  {_when(row.last_write_at):<20}"
                    f"{row.last_write_source or '-':<11}{row.writes_last_hour:>11,}")
+
+
+def _money(engine: SyncEngine) -> str:
+    """How the engine stores money (the mode FITKART_DECIMAL_MODE chose), and whether it cannot."""
+    if engine.money_refusal is not None:
+        return f"money stored as {engine.decimal_mode}: refused here ({engine.money_refusal()})"
+    return f"money stored as {engine.decimal_mode}"
 
 
 @fitkart_cli.command("rejects")

@@ -29,11 +29,12 @@ class RejectLog:
     """Stores refused writes while the caller's allowance lasts."""
 
     def __init__(self, collection: Collection, *, observer: Observer | None = None,
-                 allowance: Allowance | None = None) -> None:
+                 allowance: Allowance | None = None, spill: Callable[[dict], None] | None = None) -> None:
         self.collection = collection
         self.observer = observer
         # None: no limit (CLI jobs, whose refusals an operator asked for).
         self.allowance = allowance
+        self.spill = spill  # set while the database is away: the reject is queued, not inserted
 
     def record(self, *, reason: str, errors: dict, payload, route: str | None, collection: str | None,
                operation: str | None, source: str, caller: Caller = SERVICE, status: int = 422) -> None:
@@ -44,14 +45,22 @@ class RejectLog:
             return
         encoded = json_bytes(payload)
         error_text = json_bytes(ErrorBudget().take(errors or {})).decode()
-        self.collection.insert_one({
+        document = {
             "at": utc_now(), "route": cut(route, MAX_REASON) if route else route, "collection": collection,
             "op": operation, "source": source, "status": status, "reason": cut(reason, MAX_REASON),
             "errors": error_text[:ERRORS_LIMIT],
             "caller": {"role": caller.role, "user_id": caller.user_id},
             "payload": encoded[:PAYLOAD_LIMIT].decode(errors="ignore"),
             "payload_truncated": len(encoded) > PAYLOAD_LIMIT,
-        })
+        }
+        if self.spill is not None:
+            self.spill(document)
+        else:
+            self.insert(document)
+
+    def insert(self, document: dict) -> None:
+        """Store a reject document (also one queued while the database was away)."""
+        self.collection.insert_one(document)
 
     def _tell(self, collection: str | None, result: str) -> None:
         if self.observer is not None:

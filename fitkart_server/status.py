@@ -19,6 +19,7 @@ from .db import DatabaseUnavailable, get_store
 from .documents import Reject
 from .engine import utc_now
 from .operators import COOKIE, SESSION_SECONDS, is_operator, operator_credential, session_cookie
+from .spooling import spool_state
 from .stats import collection_stats, latest_rejects, latest_run
 
 REFRESH_SECONDS = 5
@@ -81,6 +82,9 @@ def status_page():
                        verify=latest_run(database, "verify"))
     except (DatabaseUnavailable, PyMongoError) as error:
         context.update(up=False, reason=str(error))
+    # After the database was used: that is when FITKART_DECIMAL_MODE=auto is resolved.
+    context.update(decimal_mode=store.chosen_decimal_mode, decimal_mode_reason=store.decimal_mode_reason,
+                   money_problem=store.money_problem, spool=spool_state())
     return _page("status/index.html", **context)
 
 

@@ -37,6 +37,14 @@ def database_uri(mongo_server):
 
 
 @pytest.fixture
+def own_server():
+    """A database server of the test's own, so stopping it disturbs no other test."""
+    server = MongoServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
 def own_database():
     """A database server of the test's own (the test may stop it), and its pymongo database."""
     server = MongoServer().start()
@@ -53,19 +61,26 @@ def decimal_mode(mongo_server) -> str:
     return "decimal128" if supports_decimal128 else "double"
 
 
-@pytest.fixture
-def limiter_storage(tmp_path) -> str:
-    """A rate-limit counter file of the test's own (tests all come from 127.0.0.1: one caller)."""
-    return f"sqlite:///{tmp_path / 'ratelimit.sqlite3'}"
+def close(app) -> None:
+    """Stop the app's spool replayer and close its database client."""
+    app.extensions["fitkart_replayer"].stop()
+    app.extensions["fitkart_store"].close()
 
 
 @pytest.fixture
-def app(database_uri, decimal_mode, limiter_storage):
+def local_files(tmp_path) -> dict:
+    """The test's own rate-limit counters (tests all come from 127.0.0.1: one caller) and spool."""
+    return {"FITKART_RATELIMIT_STORAGE": f"sqlite:///{tmp_path / 'ratelimit.sqlite3'}",
+            "FITKART_SPOOL_PATH": str(tmp_path / "spool.sqlite3")}
+
+
+@pytest.fixture
+def app(database_uri, decimal_mode, local_files):
     """The app on a fresh database of the real server."""
     app = create_app({"TESTING": True, "FITKART_MONGODB_URI": database_uri,
-                      "FITKART_DECIMAL_MODE": decimal_mode, "FITKART_RATELIMIT_STORAGE": limiter_storage})
+                      "FITKART_DECIMAL_MODE": decimal_mode, **local_files})
     yield app
-    app.extensions["fitkart_store"].close()
+    close(app)
 
 
 @pytest.fixture
@@ -88,27 +103,27 @@ def mongo(database_uri):
 
 
 @pytest.fixture
-def embedded_app(limiter_storage):
+def embedded_app(local_files):
     """The app on the embedded (mongomock) store, for what FerretDB cannot show (Decimal128)."""
     app = create_app({"TESTING": True, "FITKART_MONGODB_URI": "embedded",
-                      "FITKART_DECIMAL_MODE": "decimal128", "FITKART_RATELIMIT_STORAGE": limiter_storage})
+                      "FITKART_DECIMAL_MODE": "decimal128", **local_files})
     yield app
-    app.extensions["fitkart_store"].close()
+    close(app)
 
 
 @pytest.fixture
-def make_app(limiter_storage):
+def make_app(local_files):
     """Build apps with given settings (on top of TESTING); their clients close afterwards."""
     made = []
 
     def build(**settings):
-        app = create_app({"TESTING": True, "FITKART_RATELIMIT_STORAGE": limiter_storage, **settings})
+        app = create_app({"TESTING": True, **local_files, **settings})
         made.append(app)
         return app
 
     yield build
     for app in made:
-        app.extensions["fitkart_store"].close()
+        close(app)
 
 
 @pytest.fixture

@@ -37,15 +37,20 @@ def request(url: str, body: dict | None = None, timeout: float = 15) -> tuple[in
 class GunicornServer:
     """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port, against a given database."""
 
-    def __init__(self, database_uri: str, decimal_mode: str, *, workers: int = 2, threads: int = 4,
+    def __init__(self, database_uri: str, decimal_mode: str | None, *, workers: int = 2, threads: int = 4,
                  env: dict | None = None, log_path: Path | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path  # where its standard error (the app's log) goes; None: nowhere
-        # Its own rate-limit counters: every test server's callers are 127.0.0.1.
-        counters = Path(tempfile.mkdtemp(prefix="fitkart-limits-")) / "ratelimit.sqlite3"
-        self.env = {**os.environ, "FITKART_MONGODB_URI": database_uri, "FITKART_DECIMAL_MODE": decimal_mode,
-                    "WEB_CONCURRENCY": str(workers), "FITKART_THREADS": str(threads),
-                    "FITKART_RATELIMIT_STORAGE": f"sqlite:///{counters}", **(env or {})}
+        # Its own rate-limit counters (every test server's callers are 127.0.0.1) and spool.
+        self.files = Path(tempfile.mkdtemp(prefix="fitkart-server-"))
+        settings = {"FITKART_MONGODB_URI": database_uri, "WEB_CONCURRENCY": str(workers),
+                    "FITKART_THREADS": str(threads),
+                    "FITKART_RATELIMIT_STORAGE": f"sqlite:///{self.files / 'ratelimit.sqlite3'}",
+                    "FITKART_SPOOL_PATH": str(self.files / "spool.sqlite3")}
+        if decimal_mode is not None:  # None: the default, as a new user meets it
+            settings["FITKART_DECIMAL_MODE"] = decimal_mode
+        inherited = {name: value for name, value in os.environ.items() if not name.startswith("FITKART_")}
+        self.env = {**inherited, **settings, **(env or {})}
         self.process: subprocess.Popen | None = None
 
     @property

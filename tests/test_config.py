@@ -47,11 +47,12 @@ def test_local_mongodb_probe_sees_a_listener(mongo_server, monkeypatch):
 
 
 def test_configured_uri_never_falls_back(app_with_uri, mongo_server):
-    """An unreachable configured database gives 503, never the embedded store."""
+    """An unreachable configured database is waited for (reads 503, writes queued), never the embedded store."""
     app = app_with_uri("mongodb://127.0.0.1:9/database?serverSelectionTimeoutMS=300")
     client = app.test_client()
     assert client.get("/readyz").json["mode"] == "server"
-    assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 503
+    assert client.get("/api/sync/cart_items").status_code == 503
+    assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 202
 
 
 @pytest.mark.parametrize(("uri", "name"), [

@@ -4,16 +4,7 @@ import time
 
 import pytest
 
-from .mongo_server import MongoServer
 from .records import cart_item
-
-
-@pytest.fixture
-def own_server():
-    """A database server of this test's own, so stopping it disturbs no other test."""
-    server = MongoServer().start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture
@@ -34,25 +25,28 @@ def wait_for_status(client, path: str, status: int, timeout: float = 10.0):
     return None
 
 
-def test_unreachable_database_is_503_then_service_resumes(own_server, outage_app):
-    """Stop the server: 503 quickly; start it again: the same app serves again."""
+def test_unreachable_database_queues_writes_then_service_resumes(own_server, outage_app):
+    """Stop the server: writes 202 (queued) and reads 503, quickly; start it again: the same app serves again."""
     client = outage_app.test_client()
     before = cart_item()
     assert client.post("/api/sync/cart_items", json=before).status_code == 200
 
     own_server.stop()
     started = time.monotonic()
-    response = client.post("/api/sync/cart_items", json=cart_item())
+    queued = cart_item()
+    response = client.post("/api/sync/cart_items", json=queued)
     elapsed = time.monotonic() - started
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "2"
-    assert response.json["code"] == 503 and "unreachable" in response.json["message"]
-    assert elapsed < 5, f"the 503 took {elapsed:.1f} s"
+    assert response.status_code == 202 and response.json["result"] == "queued"
+    assert elapsed < 5, f"the 202 took {elapsed:.1f} s"
+    read = client.get(f"/api/sync/cart_items/{before['id']}")
+    assert read.status_code == 503 and read.headers["Retry-After"] == "2"
+    assert read.json["code"] == 503 and "unreachable" in read.json["message"]
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json["status"] == "unavailable"
 
     own_server.start()
     assert wait_for_status(client, "/readyz", 200) is not None
+    assert wait_for_status(client, f"/api/sync/cart_items/{queued['id']}", 200) is not None
     after = cart_item()
     assert client.post("/api/sync/cart_items", json=after).json["result"] == "created"
     assert client.get(f"/api/sync/cart_items/{before['id']}").status_code == 200

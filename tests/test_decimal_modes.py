@@ -2,6 +2,7 @@
 
 FerretDB v1 has no Decimal128, so the real-server tests run in `double` and `string`
 modes and `decimal128` is shown on the embedded store; on MongoDB all three run for real.
+The default, `auto`, is tested in test_money_modes.py.
 """
 
 from decimal import Decimal
@@ -25,7 +26,7 @@ def test_money_storage_on_the_real_server(make_app, database_uri, mongo, mode, s
 
 
 def test_decimal128_is_exact_on_the_embedded_store(embedded_app):
-    """decimal128 (the default) keeps 19.99 as the decimal 19.99."""
+    """decimal128 (what `auto` chooses there) keeps 19.99 as the decimal 19.99."""
     item = product(price=19.99)
     client = embedded_app.test_client()
     assert client.post("/api/sync/products", json=item).json["record"]["price"] == 19.99
@@ -36,7 +37,7 @@ def test_decimal128_is_exact_on_the_embedded_store(embedded_app):
 
 
 def test_decimal128_on_a_database_without_it_is_refused_clearly(make_app, database_uri, mongo_server):
-    """On FerretDB v1 the server says decimal128 cannot work and names the setting."""
+    """On FerretDB v1 an explicit decimal128: /readyz and money writes are 503 naming the setting."""
     _, is_mongod = mongo_server
     if is_mongod:
         pytest.skip("MongoDB stores Decimal128; this refusal is for databases that cannot")

@@ -8,9 +8,9 @@ from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
+from .. import spooling
 from ..auth import current_caller
 from ..bounds import MAX_ECHO_BYTES
-from ..db import get_engine
 from ..engine import OPERATIONS
 from ..entities import BY_COLLECTION
 from ..errors import error_body
@@ -56,23 +56,21 @@ class Batch(MethodView):
     def post(self):
         """Apply operations in order; each succeeds or fails on its own."""
         body = json_body()
-        engine = get_engine()
         operations = body.get("operations") if isinstance(body, dict) else None
         limit = current_app.config["FITKART_MAX_BATCH"]
         if not isinstance(operations, list):
             problem = {"operations": ["Must be a list of operations."]}
-            engine.record_reject(reason="Invalid batch.", errors=problem, payload=body,
-                                 route=request.path, collection=None, operation="batch",
-                                 source="client", caller=current_caller())
+            spooling.record_reject(reason="Invalid batch.", errors=problem, payload=body, route=request.path,
+                                   collection=None, operation="batch", caller=current_caller())
             abort(422, message="Invalid batch.", errors={"json": problem})
         if len(operations) > limit:
-            engine.record_reject(reason=f"More than {limit} operations.", errors={},
-                                 payload=body, route=request.path, collection=None,
-                                 operation="batch", source="client", caller=current_caller())
+            spooling.record_reject(reason=f"More than {limit} operations.", errors={}, payload=body,
+                                   route=request.path, collection=None, operation="batch", caller=current_caller())
             abort(413, message=f"At most {limit} operations per batch (FITKART_MAX_BATCH); "
                                "split it and send the parts in order.")
-        # Authorized and validated one by one; a refusal takes its operation's place.
-        answers = engine.apply_batch(operations, caller=current_caller(), route=request.path)
+        # Authorized and validated one by one; a refusal takes its operation's place. While the
+        # database is away, operations are queued (`{"result": "queued"}`) and applied later.
+        answers = spooling.write_batch(operations, route=request.path)
         return jsonify(results=within_echo_budget(
             [{"error": error_body(answer)} if isinstance(answer, Exception) else answer for answer in answers]))
 

@@ -2,8 +2,8 @@
 
 from flask import Blueprint, jsonify
 
-from .. import __version__
-from ..db import DatabaseUnavailable, get_store
+from .. import __version__, spooling
+from ..db import DatabaseUnavailable, Store, get_store
 
 bp = Blueprint("health", __name__)
 
@@ -16,14 +16,23 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 when the database answers, 503 with the reason when it does not."""
+    """200 when the database answers, 503 with the reason when it does not or cannot store money as set."""
     store = get_store()
     body = {"database": store.description, "mode": "embedded" if store.embedded else "server",
             "version": __version__}
     if store.embedded:
         body["warning"] = "Embedded mode: data lives in this process only and is lost when it stops."
+    body["spool"] = spooling.spool_state()
     try:
         store.ping()
     except DatabaseUnavailable as error:
-        return jsonify(status="unavailable", reason=str(error), **body), 503, {"Retry-After": "2"}
-    return jsonify(status="ready", **body)
+        return jsonify(status="unavailable", reason=str(error), **body, **money(store)), 503, {"Retry-After": "2"}
+    if store.money_problem:
+        # Set up wrongly: writes without money are served, but whoever watches readiness must hear of it.
+        return jsonify(status="unavailable", reason=store.money_problem, **body, **money(store)), 503
+    return jsonify(status="ready", **body, **money(store))
+
+
+def money(store: Store) -> dict:
+    """How money is stored (`auto` until the database was first used) and why."""
+    return {"decimal_mode": store.chosen_decimal_mode, "decimal_mode_reason": store.decimal_mode_reason}

@@ -5,6 +5,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
 
+from .. import spooling
 from ..auth import current_caller
 from ..db import get_engine
 from ..entities import ENTITIES, Entity
@@ -49,10 +50,9 @@ def entity_blueprint(entity: Entity) -> Blueprint:
         @blp.response(200, upsert_result_schema(entity))
         @blp.alt_response(422, schema=ErrorSchema, description="Invalid record (kept in sync_rejects).")
         def post(self):
-            """Create or update one record by its key."""
-            outcome = get_engine().upsert_record(entity, json_body(), caller=current_caller(),
-                                                 route=request.path)
-            return jsonify(result=outcome.result, record=outcome.record)
+            """Create or update one record by its key (202 `queued` while the database is away)."""
+            answer, status = spooling.write("upsert", entity, json_body(), route=request.path)
+            return jsonify(answer), status
 
         @blp.arguments(ClearArgs, location="query", as_kwargs=True)
         @blp.response(200, DeleteResult)
@@ -65,9 +65,8 @@ def entity_blueprint(entity: Entity) -> Blueprint:
                     abort(422, message=f"{entity.collection} cannot be cleared by user_id.",
                           errors={"query": {"user_id": ["Unknown field."]}})
                 selector = {entity.clear_by: user_id}
-            deleted = get_engine().delete_records(entity, selector, caller=current_caller(),
-                                                  route=request.path)
-            return jsonify(deleted=deleted)
+            answer, status = spooling.write("delete", entity, selector, route=request.path)
+            return jsonify(answer), status
 
     class Record(MethodView):
         """One record, named by its ref (its key, or its Supabase id for compound keys)."""
@@ -84,9 +83,8 @@ def entity_blueprint(entity: Entity) -> Blueprint:
         @blp.response(200, DeleteResult)
         def delete(self, ref: str):
             """Delete one record; deleting what is not there is `{"deleted": 0}`."""
-            deleted = get_engine().delete_records(entity, {entity.ref_field: ref}, caller=current_caller(),
-                                                  route=request.path)
-            return jsonify(deleted=deleted)
+            answer, status = spooling.write("delete", entity, {entity.ref_field: ref}, route=request.path)
+            return jsonify(answer), status
 
     names = [entity.collection] + ([entity.legacy_route] if entity.legacy_route else [])
     for name in names:  # the legacy client's routes are aliases of the canonical ones

@@ -13,8 +13,8 @@ from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields, validate
 
+from .. import spooling
 from ..bounds import ErrorBudget
-from ..db import get_engine
 from ..entities import BY_COLLECTION
 from . import examples
 from .bodies import json_body, record_body_doc
@@ -60,18 +60,19 @@ class SupabaseWebhook(MethodView):
         check_secret()
         body = json_body()
         errors = WebhookSchema().validate(body) if isinstance(body, dict) else {"_schema": ["Not an object."]}
-        engine = get_engine()
         if errors:
             errors = ErrorBudget().take(errors)  # 60,000 unknown keys are one short answer
-            engine.record_reject(reason="Invalid webhook payload.", errors=errors, payload=body,
-                                 route=request.path, collection=None, operation="webhook", source="webhook")
+            spooling.record_reject(reason="Invalid webhook payload.", errors=errors, payload=body,
+                                   route=request.path, collection=None, operation="webhook", source="webhook")
             abort(422, message="Invalid webhook payload.", errors={"json": errors})
         entity = BY_COLLECTION.get(body["table"])
         if entity is None or body.get("schema", "public") != "public":
             return jsonify(ignored=True, table=body["table"]), 202
+        # Supabase does not retry a webhook: while the database is away it is queued (202), not lost.
         if body["type"] == "DELETE":
-            deleted = engine.delete_records(entity, body.get("old_record") or {}, source="webhook",
-                                            route=request.path)
-            return jsonify(deleted=deleted)
-        outcome = engine.upsert_record(entity, body.get("record") or {}, source="webhook", route=request.path)
-        return jsonify(result=outcome.result, record=outcome.record)
+            answer, status = spooling.write("delete", entity, body.get("old_record") or {}, route=request.path,
+                                            source="webhook")
+        else:
+            answer, status = spooling.write("upsert", entity, body.get("record") or {}, route=request.path,
+                                            source="webhook")
+        return jsonify(answer), status

@@ -1,0 +1,193 @@
+"""The spool: writes the database cannot take now are kept on disk, answered 202, and applied in order later."""
+
+import os
+import signal
+import time
+
+import pymongo
+import pytest
+
+from fitkart_server.policy import Caller
+
+from .gunicorn_server import GunicornServer, request
+from .records import cart_item, new_id, order, profile
+from .test_metrics import samples, value
+from .tokens import JWT_SECRET, bearer, claims_for, hs256
+
+
+@pytest.fixture
+def database(own_server):
+    """The test database on that server, through pymongo (it waits for the server to come back)."""
+    with pymongo.MongoClient(own_server.base_uri, tz_aware=True, serverSelectionTimeoutMS=10_000) as client:
+        yield client["test_spool"]
+
+
+def wait_until(check, timeout: float = 20.0) -> bool:
+    """Poll `check` until it is true or the time is up."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.fixture
+def spool_app(make_app, own_server, decimal_mode):
+    """An app on the test's own server."""
+    return make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_spool", FITKART_DECIMAL_MODE=decimal_mode)
+
+
+def test_legacy_writes_while_the_database_is_away_are_queued_and_applied_in_order(own_server, spool_app, database):
+    """Database stopped: the old client's writes are 202 at once; back: applied in arrival order."""
+    client = spool_app.test_client()
+    kept, removed = cart_item(quantity=1), cart_item()
+    assert client.post("/api/sync/cart", json=removed).status_code == 200
+    own_server.stop()
+    started = time.monotonic()
+    answers = [client.post("/api/sync/cart", json=kept),
+               client.post("/api/sync/cart", json={"id": kept["id"], "quantity": 2}),
+               client.post("/api/sync/cart", json={"id": kept["id"], "quantity": 7}),
+               client.delete(f"/api/sync/cart/{removed['id']}"),
+               client.post("/api/sync/cart", json=removed),  # a late replay of its create: stale, not resurrected
+               client.post("/api/sync/profile", json=profile()),
+               client.post("/api/sync/order", json=order())]
+    assert [answer.status_code for answer in answers] == [202] * 7
+    assert {answer.json["result"] for answer in answers} == {"queued"}
+    assert time.monotonic() - started < 5 * len(answers)
+    assert client.get("/api/sync/cart_items").status_code == 503  # reads still need the database
+    ready = client.get("/readyz").json
+    assert ready["status"] == "unavailable" and ready["spool"]["entries"] == 7
+    scraped = samples(client.get("/metrics").get_data(as_text=True))
+    assert value(scraped, "fitkart_spool_entries") == 7 and value(scraped, "fitkart_spool_bytes") > 0
+    assert 'id="spool" class="down">7<' in client.get("/").get_data(as_text=True)
+
+    own_server.start()
+    assert wait_until(lambda: client.get("/readyz").json["spool"]["entries"] == 0)
+    assert database.cart_items.find_one({"id": kept["id"]})["quantity"] == 7
+    assert database.cart_items.count_documents({"id": removed["id"]}) == 0
+    assert database.profiles.count_documents({}) == 1 and database.orders.count_documents({}) == 1
+    assert client.post("/api/sync/cart", json=cart_item()).status_code == 200  # spool empty: straight through
+
+
+def test_a_refused_write_while_away_is_422_and_its_reject_lands_later(own_server, spool_app, database):
+    """Validation needs no database: an invalid write is 422 at once, and its reject reaches sync_rejects."""
+    client = spool_app.test_client()
+    assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 200
+    own_server.stop()
+    response = client.post("/api/sync/cart_items", json={"id": "not-a-uuid"})
+    assert response.status_code == 422 and "id" in response.json["errors"]["json"]
+    own_server.start()
+    client.get("/readyz")
+    assert wait_until(lambda: database.sync_rejects.count_documents({}) == 1)
+
+
+def test_row_rules_are_checked_at_replay_as_the_original_caller(own_server, make_app, decimal_mode, database):
+    """B's queued write to A's cart item is accepted as queued, then refused at replay (403 reject), A's row intact."""
+    client = make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_spool", FITKART_DECIMAL_MODE=decimal_mode,
+                      SUPABASE_JWT_SECRET=JWT_SECRET).test_client()
+    alice, bob = new_id(), new_id()
+    item = cart_item(user_id=alice, quantity=1)
+    assert client.post("/api/sync/cart_items", json=item, headers=bearer(hs256(claims_for(alice)))).status_code == 200
+    own_server.stop()
+    response = client.post("/api/sync/cart_items", json={"id": item["id"], "quantity": 99},
+                           headers=bearer(hs256(claims_for(bob))))
+    assert response.status_code == 202
+    own_server.start()
+    client.get("/readyz")
+    assert wait_until(lambda: database.sync_rejects.count_documents({"status": 403}) == 1)
+    assert database.cart_items.find_one({"id": item["id"]})["quantity"] == 1
+    (reject,) = database.sync_rejects.find()
+    assert reject["caller"] == {"role": "authenticated", "user_id": bob}  # who sent it; never a token
+
+
+def test_a_full_spool_is_503(own_server, make_app, decimal_mode):
+    """Past FITKART_SPOOL_MAX_MB nothing more is kept: 503 with Retry-After, as without a spool."""
+    client = make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_spool", FITKART_DECIMAL_MODE=decimal_mode,
+                      FITKART_SPOOL_MAX_MB=1).test_client()
+    own_server.stop()
+    statuses = [client.post("/api/sync/cart_items", json=cart_item(note="x" * 90_000)).status_code
+                for _ in range(14)]
+    assert statuses[0] == 202 and statuses[-1] == 503
+    full = client.post("/api/sync/cart_items", json=cart_item(note="x" * 90_000))
+    assert full.headers["Retry-After"] == "2" and "FITKART_SPOOL_MAX_MB" in full.json["message"]
+
+
+def test_a_batch_while_away_is_queued_per_operation(own_server, spool_app, database):
+    """Each valid operation is queued, each invalid one refused in its place."""
+    client = spool_app.test_client()
+    assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 200
+    own_server.stop()
+    operations = [{"op": "upsert", "collection": "cart_items", "record": cart_item()},
+                  {"op": "upsert", "collection": "cart_items", "record": {"id": "bad"}},
+                  {"op": "delete", "collection": "cart_items", "record": {"id": new_id()}}]
+    results = client.post("/api/sync/batch", json={"operations": operations}).json["results"]
+    assert [results[0]["result"], results[1]["error"]["code"], results[2]["result"]] == ["queued", 422, "queued"]
+    own_server.start()
+    client.get("/readyz")
+    assert wait_until(lambda: database.cart_items.count_documents({}) == 2)
+
+
+def test_queued_writes_survive_restarts_and_kill_9(own_server, decimal_mode, tmp_path, database):
+    """Under gunicorn: queued, server restarted while still away (still accepted), workers killed with -9,
+    then a new server replays the spool file once the database is back."""
+    uri = f"{own_server.base_uri}/test_spool"
+    first = GunicornServer(uri, decimal_mode, workers=2).start()
+    spool_env = {"FITKART_SPOOL_PATH": first.env["FITKART_SPOOL_PATH"],
+                 "FITKART_RATELIMIT_STORAGE": first.env["FITKART_RATELIMIT_STORAGE"]}
+    items = [cart_item(quantity=index + 1) for index in range(6)]
+    try:
+        assert request(f"{first.url}/healthz")[0] == 200
+        own_server.stop()
+        assert [request(f"{first.url}/api/sync/cart", item)[0] for item in items[:3]] == [202] * 3
+    finally:
+        first.stop()
+    second = GunicornServer(uri, decimal_mode, workers=2, env=spool_env).start()
+    try:
+        assert request(f"{second.url}/readyz")[1]["spool"]["entries"] == 3
+        assert [request(f"{second.url}/api/sync/cart", item)[0] for item in items[3:]] == [202] * 3
+        for pid in second.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        second.process.kill()
+        second.process.wait()
+    finally:
+        second.stop()
+    own_server.start()
+    third = GunicornServer(uri, decimal_mode, workers=2, env=spool_env).start()
+    try:
+        assert wait_until(lambda: database.cart_items.count_documents({}) == 6, timeout=30)
+        stored = {doc["id"]: doc["quantity"] for doc in database.cart_items.find()}
+        assert stored == {item["id"]: item["quantity"] for item in items}
+        assert wait_until(lambda: request(f"{third.url}/readyz")[1]["spool"]["entries"] == 0)
+    finally:
+        third.stop()
+
+
+def test_the_spool_command_shows_replays_and_drops(own_server, spool_app):
+    """`flask fitkart spool` lists what waits; --replay applies it; --drop asks first."""
+    client = spool_app.test_client()
+    runner = spool_app.test_cli_runner()
+    assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 200
+    own_server.stop()
+    for _ in range(2):
+        client.post("/api/sync/cart_items", json=cart_item())
+    shown = runner.invoke(args=["fitkart", "spool"])
+    assert shown.exit_code == 0 and "queued writes: 2" in shown.output
+    assert runner.invoke(args=["fitkart", "spool", "--replay"]).exit_code == 2
+    assert runner.invoke(args=["fitkart", "spool", "--drop"], input="n\n").exit_code != 0 or \
+        "queued writes: 2" in runner.invoke(args=["fitkart", "spool"]).output
+    dropped = runner.invoke(args=["fitkart", "spool", "--drop", "--yes"])
+    assert "dropped 2" in dropped.output
+    assert "queued writes: 0" in runner.invoke(args=["fitkart", "spool"]).output
+
+
+def test_an_entry_that_cannot_be_replayed_is_set_aside_not_blocking(spool_app, database):
+    """A queued entry the engine cannot apply becomes a reject (status 500); the entries behind it go on."""
+    spool = spool_app.extensions["fitkart_spool"]
+    later = cart_item()
+    spool.append("delete", "no_such_table", {"id": new_id()}, Caller("service_role"), "client", "/api/sync/x")
+    spool.append("upsert", "cart_items", later, Caller("service_role"), "client", "/api/sync/cart")
+    spool_app.extensions["fitkart_replayer"].kick()
+    assert wait_until(lambda: database.cart_items.count_documents({"id": later["id"]}) == 1)
+    assert database.sync_rejects.count_documents({"status": 500}) == 1
+    assert spool.is_empty()
