@@ -32,8 +32,15 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS lease (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT, until REAL NOT NULL, "
     "progress_at REAL NOT NULL DEFAULT 0)",
     "INSERT OR IGNORE INTO lease (id, owner, until) VALUES (1, NULL, 0)",
+    # Entries and bytes kept by triggers, so the size check of each append reads one row, not the whole queue.
+    "CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 1), entries INTEGER NOT NULL, "
+    "bytes INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO totals SELECT 1, COUNT(*), COALESCE(SUM(size), 0) FROM entries",
+    "CREATE TRIGGER IF NOT EXISTS entry_added AFTER INSERT ON entries BEGIN "
+    "UPDATE totals SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 1; END",
+    "CREATE TRIGGER IF NOT EXISTS entry_removed AFTER DELETE ON entries BEGIN "
+    "UPDATE totals SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 1; END",
 )
-KINDS = ("upsert", "delete", "reject")
 
 
 class SpoolFull(Exception):
@@ -93,7 +100,7 @@ class Spool:
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")  # the size check and the insert as one step
         try:
-            (queued,) = connection.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
+            (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
             if queued + size > self.max_bytes:
                 raise SpoolFull
             cursor = connection.execute(
@@ -112,9 +119,10 @@ class Spool:
 
     def depth(self) -> Depth:
         """Entries, bytes and the oldest entry's age."""
-        count, size, oldest = self._connection().execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(at) FROM entries").fetchone()
-        return Depth(count, size, 0.0 if oldest is None else max(0.0, time.time() - oldest))
+        connection = self._connection()
+        count, size = connection.execute("SELECT entries, bytes FROM totals WHERE id = 1").fetchone()
+        oldest = connection.execute("SELECT at FROM entries ORDER BY seq LIMIT 1").fetchone()
+        return Depth(count, size, 0.0 if oldest is None else max(0.0, time.time() - oldest[0]))
 
     def head(self, limit: int = 100) -> list[Entry]:
         """The oldest entries, in arrival order."""

@@ -81,14 +81,11 @@ class Replayer:
                 self._stopped.wait(5 * RETRY_SECONDS)
         self.spool.release_lease()
 
-    def replay(self, limit: int | None = None) -> int:
-        """Apply queued entries in order until the spool is empty (or `limit`); how many were applied."""
+    def replay(self) -> int:
+        """Apply queued entries in order until the spool is empty; how many were applied."""
         engine = self.store.engine()
         done = 0
-        while limit is None or done < limit:
-            entries = self.spool.head(REPLAY_BATCH if limit is None else min(REPLAY_BATCH, limit - done))
-            if not entries:
-                break
+        while entries := self.spool.head(REPLAY_BATCH):
             for run in runs(entries):
                 try:
                     apply_run(engine, run)

@@ -146,3 +146,10 @@ def test_operator_token_guessing_is_cut(make_app, database_uri, decimal_mode):
     other = {"REMOTE_ADDR": "203.0.113.8"}
     assert client.get("/metrics", headers={"Authorization": "Bearer the-real-admin-token"},
                       environ_base=other).status_code == 200
+
+
+def test_the_default_limit_is_sixty_refusals_a_minute(client, mongo):
+    """With FITKART_REJECTS_RATE unset, as a new user runs it: sixty refusals kept, the sixty-first write is 429."""
+    statuses = [client.post("/api/sync/cart_items", json=INVALID).status_code for _ in range(61)]
+    assert statuses == [422] * 60 + [429]
+    assert mongo.sync_rejects.count_documents({}) == 60
