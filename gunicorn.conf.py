@@ -5,7 +5,7 @@ import os
 import tempfile
 from pathlib import Path
 
-# Loopback by default; set FITKART_BIND (with authentication configured, see README: Security) to serve others.
+# Loopback by default; set FITKART_BIND (with authentication configured, see docs/security.md) to serve others.
 bind = os.environ.get("FITKART_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count(), 8)))
 # Threads overlap the database round trips of one worker.
@@ -22,7 +22,7 @@ if os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower() == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "fitkart_server.requestlog.JsonLines"}},
+        "formatters": {"json": {"()": "fitkart_server.ops.requestlog.JsonLines"}},
         "handlers": {"error_console": {"class": "logging.StreamHandler", "formatter": "json",
                                        "stream": "ext://sys.stderr"}},
         # gunicorn merges this over its defaults key by key: every handler named here must exist.

@@ -26,8 +26,8 @@ import pymongo
 from psycopg.rows import dict_row
 from pymongo import InsertOne
 
-from fitkart_server.engine import SyncEngine, _provenance
-from fitkart_server.entities import ENTITIES, Entity
+from fitkart_server.model.entities import ENTITIES, Entity
+from fitkart_server.sync.engine import SyncEngine, _provenance
 from tests.mongo_server import MongoServer
 from tests.postgres_server import PostgresServer
 from tests.supabase_rows import generate_rows

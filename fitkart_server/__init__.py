@@ -1,13 +1,21 @@
 """FitKart Sync: a MongoDB mirror of the FitKart shop's Supabase tables."""
 
 from flask import Flask
+from flask.cli import AppGroup
 from flask_cors import CORS
 from flask_smorest import Api
 
-from . import auth, db, errors, hardening, metrics, ratelimit, requestlog, spooling
 from .config import DECIMAL_MODES, Config
+from .ops import commands as ops_commands
+from .ops import metrics, requestlog, status
+from .reconcile import commands as reconcile_commands
+from .storage import commands as storage_commands
+from .storage import replay, store
+from .version import __version__
+from .web import auth, errors, hardening, ratelimit
+from .web.api import batch, docs, health, sync, webhooks
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "create_app"]
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -31,14 +39,11 @@ def create_app(test_config: dict | None = None) -> Flask:
          supports_credentials=False)
     api = Api(app)
     errors.init_app(app, api)
-    db.init_app(app)
-    spooling.init_app(app)
+    store.init_app(app)
+    replay.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)
     limiter = ratelimit.init_app(app)  # after auth: a signed-in caller is limited by user id
-
-    from . import cli, operator_cli, spool_cli, status  # noqa: F401 (cli modules register `flask fitkart` commands)
-    from .api import batch, docs, health, sync, webhooks
 
     for blueprint in sync.entity_blueprints():
         api.register_blueprint(blueprint)
@@ -48,4 +53,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(docs.bp)
     status.init_app(app)
     ratelimit.limit_operator_sign_ins(limiter, status.bp, metrics.bp)
+    register_commands(app)
     return app
+
+
+def register_commands(app: Flask) -> None:
+    """`flask fitkart ...`: every command of every layer, registered here and nowhere else."""
+    group = AppGroup("fitkart", help="FitKart Sync commands.")
+    for command in (*storage_commands.COMMANDS, *reconcile_commands.COMMANDS, *ops_commands.COMMANDS):
+        group.add_command(command)
+    app.cli.add_command(group)

@@ -1,6 +1,6 @@
 """`/api/docs`: Swagger UI from this server's own files, over an OpenAPI document with working examples."""
 
-from fitkart_server.entities import ENTITIES
+from fitkart_server.model.entities import ENTITIES
 
 
 def test_every_example_in_the_docs_is_accepted(client):

@@ -10,7 +10,7 @@ import bson
 import pytest
 
 from fitkart_server.bounds import MAX_FIELD_ERRORS, MAX_MESSAGE, MAX_PATH, MORE
-from fitkart_server.requestlog import TEXT_FORMAT, JsonLines
+from fitkart_server.ops.requestlog import TEXT_FORMAT, JsonLines
 
 from .gunicorn_server import GunicornServer, request
 from .hostile import BODY_LIMIT, deep_chain, flat_dollars, size

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fitkart_server.engine import SyncEngine
+from fitkart_server.sync.engine import SyncEngine
 
 from .records import cart_item
 

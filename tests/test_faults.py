@@ -176,7 +176,7 @@ def test_contention_on_ten_keys(database_uri, decimal_mode, mongo, mongo_server)
     assert not actually_deleted & set(stored), "a deleted order came back"
     _, is_mongod = mongo_server
     if not is_mongod:
-        return  # latest-wins among concurrent updates needs MongoDB's atomic compare-and-set (see README)
+        return  # latest-wins among concurrent updates needs MongoDB's atomic compare-and-set (see docs/testing.md)
     for key in set(keys) - actually_deleted:
         latest = max(at for kind, k, at, _ in sent if k == key and kind == "upsert")
         assert stored[key]["status"] == f"v{latest.timestamp():.3f}", key

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fitkart_server import operators
+from fitkart_server.ops import operators
 
 from .gunicorn_server import GunicornServer
 from .records import cart_item

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from fitkart_server.hardening import redact
+from fitkart_server.web.hardening import redact
 
 from .records import cart_item, new_id, order, product, profile
 

@@ -72,7 +72,7 @@ def test_the_choice_is_logged_once_and_shown_in_readyz_stats_and_the_status_page
     mode = chosen(mongo_server)
     app = make_app(FITKART_MONGODB_URI=database_uri)
     client = app.test_client()
-    with caplog.at_level(logging.INFO, logger="fitkart_server.db"):
+    with caplog.at_level(logging.INFO, logger="fitkart_server.storage.store"):
         ready = client.get("/readyz")
         client.post("/api/sync/cart_items", json=cart_item())
     lines = [record for record in caplog.records if "FITKART_DECIMAL_MODE" in record.getMessage()]

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from fitkart_server.requestlog import configure_logging
+from fitkart_server.ops.requestlog import configure_logging
 
 from .gunicorn_server import GunicornServer
 from .records import cart_item

@@ -7,7 +7,7 @@ import time
 import pymongo
 import pytest
 
-from fitkart_server.policy import Caller
+from fitkart_server.model.policy import Caller
 
 from .gunicorn_server import GunicornServer, request
 from .records import cart_item, new_id, order, profile

@@ -1,7 +1,7 @@
 """The status page and the API docs in a real headless Chromium (Debian's), served by gunicorn as deployed.
 
 Playwright drives the system browser (`executable_path`), so nothing is downloaded. The
-screenshot the README shows is taken here, into docs/status-page.png.
+screenshot docs/operations.md shows is taken here, into docs/status-page.png.
 """
 
 import shutil

@@ -237,7 +237,7 @@ def test_backfill_keeps_a_newer_mirror_version(runner, shop, mongo, client):
 
 def test_verify_reads_one_snapshot_in_a_read_only_transaction(shop):
     """The Postgres source refuses writes: it runs in a read-only transaction."""
-    from fitkart_server.sources import PostgresSource
+    from fitkart_server.reconcile.sources import PostgresSource
 
     url, _ = shop
     source = PostgresSource(url)
@@ -250,7 +250,7 @@ def test_verify_reads_one_snapshot_in_a_read_only_transaction(shop):
 
 def test_verify_covers_all_six_tables_with_planted_drift(runner, supabase_db, mongo):
     """Rows in all six tables, copied by backfill, then one of each kind of drift per table: all found, no more."""
-    from fitkart_server.entities import BY_COLLECTION
+    from fitkart_server.model.entities import BY_COLLECTION
 
     generate_rows(supabase_db, products=40, carts=60, wishlists=60, profiles=40, orders=40, roles=40)
     assert fitkart(runner, "backfill", "--database-url", supabase_db).exit_code == 0
@@ -274,7 +274,7 @@ def test_verify_covers_all_six_tables_with_planted_drift(runner, supabase_db, mo
 
 def test_read_ahead_keeps_order_raises_the_readers_error_and_closes_early():
     """The helper thread hands rows over in order, passes an error on, and stops its source when left."""
-    from fitkart_server.reconcile import read_ahead
+    from fitkart_server.reconcile.compare import read_ahead
 
     assert list(read_ahead(iter(range(2500)), page_size=100)) == list(range(2500))
 
@@ -304,7 +304,7 @@ def test_read_ahead_keeps_order_raises_the_readers_error_and_closes_early():
 
 def test_mirror_failing_mid_run_is_an_error_not_drift(make_app, own_database, decimal_mode, shop, monkeypatch):
     """The mirror's server stops once the first Supabase row is read: exit 2 with the reason, never 1 (drift)."""
-    from fitkart_server.sources import PostgresSource
+    from fitkart_server.reconcile.sources import PostgresSource
 
     url, _ = shop
     server, _ = own_database

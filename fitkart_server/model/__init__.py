@@ -1,0 +1,1 @@
+"""What is mirrored: the six tables' declarations, their schemas, documents and row rules."""

@@ -1,0 +1,1 @@
+"""Proving the mirror against Supabase: sources, verify, repair, backfill, money conversion, legacy migration."""

@@ -1,0 +1,77 @@
+"""`flask fitkart init-db | spool`, and what every `flask fitkart` command shares: exit status, the job's engine."""
+
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .replay import UNREACHABLE, get_replayer, get_spool
+from .store import DatabaseUnavailable, get_store
+
+ERROR = 2  # the exit status of a command that could not do its work
+
+
+def database_or_exit():
+    """The sync engine for a long job, or exit 2 with the reason."""
+    store = get_store().for_jobs()
+    if store is not get_store():
+        click.get_current_context().call_on_close(store.close)
+    try:
+        return store.engine()
+    except DatabaseUnavailable as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(ERROR)
+
+
+
+@click.command("init-db")
+@with_appcontext
+def init_db_command() -> None:
+    """Create the collections' indexes (safe to run again)."""
+    store = get_store()
+    try:
+        store.database()
+    except DatabaseUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Indexes ready in {store.description}.")
+
+
+@click.command("spool")
+@with_appcontext
+@click.option("--replay", is_flag=True, help="Apply the queued writes now (the server also does it by itself).")
+@click.option("--drop", is_flag=True, help="Forget every queued write, after confirming: they are lost.")
+@click.option("--yes", is_flag=True, help="With --drop: do not ask.")
+def spool_command(replay: bool, drop: bool, yes: bool) -> None:
+    """Show the writes queued while the database was away; replay or drop them.
+
+    Exit status: 0 done (or nothing queued), 2 the database is still away.
+    """
+    spool = get_spool()
+    depth = spool.depth()
+    click.echo(f"spool: {spool.path}")
+    click.echo(f"queued writes: {depth.entries:,} ({depth.bytes:,} of {spool.max_bytes:,} bytes), "
+               f"oldest {depth.oldest_seconds:,.0f} s ago")
+    for entry in spool.head(10):
+        who = entry.caller.user_id or entry.caller.role
+        click.echo(f"  #{entry.seq} {entry.kind:<7}{entry.collection or '-':<16}{entry.source:<9}{who}")
+    if drop and depth.entries:
+        if yes or click.confirm(f"Drop {depth.entries:,} queued writes? They will never reach the mirror."):
+            click.echo(f"dropped {spool.drop_all():,} queued writes")
+        return
+    if replay and depth.entries:
+        if not spool.take_lease():
+            click.echo("a server process is replaying the spool right now", err=True)
+            sys.exit(ERROR)
+        try:
+            done = get_replayer().replay()
+        except (*UNREACHABLE, DatabaseUnavailable) as error:
+            click.echo(f"error: the database is still away ({error.__class__.__name__}); nothing more applied",
+                       err=True)
+            sys.exit(ERROR)
+        finally:
+            spool.release_lease()
+        click.echo(f"replayed {done:,} queued writes into {current_app.extensions['fitkart_store'].description}")
+
+
+COMMANDS = (init_db_command, spool_command)

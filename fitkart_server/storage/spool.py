@@ -1,0 +1,163 @@
+"""The spool: writes the database cannot take right now, kept on disk until it can.
+
+A write that passed authentication and validation while MongoDB is unreachable is appended
+to a SQLite file in WAL mode (`instance/spool.sqlite3`), fsync'd before its 202 is sent, and
+replayed later in arrival order through the same engine, as the same caller and source. The
+file is shared by every gunicorn worker; a lease in it lets one process replay at a time
+(another takes over when a replayer dies and its lease runs out). While anything is queued,
+new writes queue behind it, so no write overtakes an older one of the same record.
+
+Each entry is one operation: an upsert or delete of a record, or a refused write's reject
+(a 422 answered while the database was away is kept too, and lands in `sync_rejects` at
+replay). Entries hold the caller's role and user id, never a token.
+"""
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+from ..model.policy import Caller
+
+FILE = "spool.sqlite3"
+LEASE_SECONDS = 30  # a replayer renews it with every entry; a dead one's lease runs out
+PROGRESS_SECONDS = 2  # a replayer that applied something this recently is draining a database that answers
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
+    "kind TEXT NOT NULL, collection TEXT, body TEXT NOT NULL, role TEXT NOT NULL, user_id TEXT, "
+    "source TEXT NOT NULL, route TEXT, size INTEGER NOT NULL)",
+    # progress_at: when a replayer last applied something, so writers know the database is back.
+    "CREATE TABLE IF NOT EXISTS lease (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT, until REAL NOT NULL, "
+    "progress_at REAL NOT NULL DEFAULT 0)",
+    "INSERT OR IGNORE INTO lease (id, owner, until) VALUES (1, NULL, 0)",
+    # Entries and bytes kept by triggers, so the size check of each append reads one row, not the whole queue.
+    "CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 1), entries INTEGER NOT NULL, "
+    "bytes INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO totals SELECT 1, COUNT(*), COALESCE(SUM(size), 0) FROM entries",
+    "CREATE TRIGGER IF NOT EXISTS entry_added AFTER INSERT ON entries BEGIN "
+    "UPDATE totals SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 1; END",
+    "CREATE TRIGGER IF NOT EXISTS entry_removed AFTER DELETE ON entries BEGIN "
+    "UPDATE totals SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 1; END",
+)
+
+
+class SpoolFull(Exception):
+    """The spool holds FITKART_SPOOL_MAX_MB already: the write cannot be kept."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queued operation, as it arrived."""
+
+    seq: int
+    at: float
+    kind: str
+    collection: str | None
+    body: object
+    caller: Caller
+    source: str
+    route: str | None
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How much is queued: entries, bytes, and the oldest one's age in seconds."""
+
+    entries: int
+    bytes: int
+    oldest_seconds: float
+
+
+class Spool:
+    """The spool file: append (durably), read in order, remove, and one replayer at a time."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._local = threading.local()
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a forked worker opens its own)."""
+        if getattr(self._local, "pid", None) != os.getpid():
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # FULL: each commit is fsync'd, so a write answered 202 survives a crash or power loss.
+            connection.execute("PRAGMA synchronous=FULL")
+            for statement in SCHEMA:
+                connection.execute(statement)
+            self._local.connection, self._local.pid = connection, os.getpid()
+        return self._local.connection
+
+    def append(self, kind: str, collection: str | None, body, caller: Caller, source: str,
+               route: str | None) -> int:
+        """Queue one operation durably; its sequence number. SpoolFull when over the size cap."""
+        text = json.dumps(body, ensure_ascii=False, default=str)
+        size = len(text.encode("utf-8", "replace"))
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")  # the size check and the insert as one step
+        try:
+            (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
+            if queued + size > self.max_bytes:
+                raise SpoolFull
+            cursor = connection.execute(
+                "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), kind, collection, text, caller.role, caller.user_id, source, route, size))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return cursor.lastrowid
+
+    def is_empty(self) -> bool:
+        """Whether nothing is queued (one indexed read)."""
+        return self._connection().execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None
+
+    def depth(self) -> Depth:
+        """Entries, bytes and the oldest entry's age."""
+        connection = self._connection()
+        count, size = connection.execute("SELECT entries, bytes FROM totals WHERE id = 1").fetchone()
+        oldest = connection.execute("SELECT at FROM entries ORDER BY seq LIMIT 1").fetchone()
+        return Depth(count, size, 0.0 if oldest is None else max(0.0, time.time() - oldest[0]))
+
+    def head(self, limit: int = 100) -> list[Entry]:
+        """The oldest entries, in arrival order."""
+        rows = self._connection().execute(
+            "SELECT seq, at, kind, collection, body, role, user_id, source, route FROM entries "
+            "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [Entry(seq, at, kind, collection, json.loads(body), Caller(role, user_id), source, route)
+                for seq, at, kind, collection, body, role, user_id, source, route in rows]
+
+    def remove_through(self, seq: int) -> None:
+        """Forget the entries up to `seq` once the database holds their effect; note the progress."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("DELETE FROM entries WHERE seq <= ?", (seq,))
+        connection.execute("UPDATE lease SET progress_at = ? WHERE id = 1", (time.time(),))
+        connection.execute("COMMIT")
+
+    def draining(self) -> bool:
+        """Whether a replayer is applying entries right now (so the database answers again)."""
+        (progress_at,) = self._connection().execute("SELECT progress_at FROM lease WHERE id = 1").fetchone()
+        return time.time() - progress_at < PROGRESS_SECONDS
+
+    def drop_all(self) -> int:
+        """Forget every entry (an operator's decision); how many there were."""
+        return self._connection().execute("DELETE FROM entries").rowcount
+
+    def take_lease(self) -> bool:
+        """Become (or stay) the one replayer, for LEASE_SECONDS; False while another process is."""
+        now = time.time()
+        cursor = self._connection().execute(
+            "UPDATE lease SET owner = ?, until = ? WHERE id = 1 AND (owner IS NULL OR owner = ? OR until < ?)",
+            (self.owner, now + LEASE_SECONDS, self.owner, now))
+        return cursor.rowcount == 1
+
+    def release_lease(self) -> None:
+        """Let another process replay."""
+        self._connection().execute("UPDATE lease SET owner = NULL, until = 0 WHERE id = 1 AND owner = ?",
+                                   (self.owner,))

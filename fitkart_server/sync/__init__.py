@@ -1,0 +1,1 @@
+"""The sync engine: the write rules every table and every write path share (no Flask, no HTTP)."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: blueprints, errors, authentication, request hardening, rate limits and the write-or-queue path."""

@@ -1,0 +1,78 @@
+"""`POST /api/webhooks/supabase`: Supabase Database Webhooks, applied through the sync engine.
+
+Webhooks come unordered and may repeat; the engine's rules (staleness by updated_at,
+tombstones, idempotent writes) make that safe. Authenticated by a shared secret in a
+header, compared in constant time.
+"""
+
+import hmac
+
+from flask import current_app, jsonify, request
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from flask_smorest.error_handler import ErrorSchema
+from marshmallow import Schema, fields, validate
+
+from ...bounds import ErrorBudget
+from ...model.entities import BY_COLLECTION
+from .. import writes
+from . import examples
+from .bodies import json_body, record_body_doc
+
+blp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks",
+                description="Row changes pushed by Supabase Database Webhooks.")
+EVENTS = ("INSERT", "UPDATE", "DELETE")
+
+
+class WebhookSchema(Schema):
+    """The payload Supabase Database Webhooks send."""
+
+    type = fields.String(required=True, validate=validate.OneOf(EVENTS))
+    table = fields.String(required=True)
+    schema = fields.String(load_default="public")
+    record = fields.Dict(allow_none=True)
+    old_record = fields.Dict(allow_none=True)
+
+
+def check_secret() -> None:
+    """403 while no secret is configured; 401 unless the configured header carries it."""
+    secret = current_app.config["FITKART_WEBHOOK_SECRET"]
+    if not secret:
+        abort(403, message="Webhooks are off: set FITKART_WEBHOOK_SECRET.")
+    sent = request.headers.get(current_app.config["FITKART_WEBHOOK_HEADER"], "")
+    if not hmac.compare_digest(sent.encode(), secret.encode()):
+        abort(401, message="Invalid webhook secret.")
+
+
+@blp.route("/supabase")
+class SupabaseWebhook(MethodView):
+    """The receiver."""
+
+    @blp.doc(**record_body_doc(WebhookSchema, "`{type, table, schema, record, old_record}` as Supabase sends it.",
+                               examples.WEBHOOK))
+    @blp.response(200, description="Applied: the upsert result or the delete count.")
+    @blp.alt_response(202, description="Not a mirrored table: ignored.")
+    @blp.alt_response(401, schema=ErrorSchema, description="Missing or wrong secret.")
+    @blp.alt_response(403, schema=ErrorSchema, description="Webhooks are off (no FITKART_WEBHOOK_SECRET).")
+    @blp.alt_response(422, schema=ErrorSchema, description="Not a webhook payload, or an invalid record.")
+    def post(self):
+        """Apply one row change from Supabase."""
+        check_secret()
+        body = json_body()
+        errors = WebhookSchema().validate(body) if isinstance(body, dict) else {"_schema": ["Not an object."]}
+        if errors:
+            errors = ErrorBudget().take(errors)  # 60,000 unknown keys are one short answer
+            writes.record_reject(reason="Invalid webhook payload.", errors=errors, payload=body,
+                                   route=request.path, collection=None, operation="webhook", source="webhook")
+            abort(422, message="Invalid webhook payload.", errors={"json": errors})
+        entity = BY_COLLECTION.get(body["table"])
+        if entity is None or body.get("schema", "public") != "public":
+            return jsonify(ignored=True, table=body["table"]), 202
+        # Supabase does not retry a webhook: while the database is away it is queued (202), not lost.
+        if body["type"] == "DELETE":
+            answer, status = writes.write("delete", entity, body.get("old_record") or {}, route=request.path,
+                                            source="webhook")
+        else:
+            answer, status = writes.write("upsert", entity, body.get("record") or {}, route=request.path,
+                                            source="webhook")
+        return jsonify(answer), status

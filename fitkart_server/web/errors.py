@@ -1,0 +1,71 @@
+"""One JSON error shape for the whole API: flask-smorest's `{code, status, message, errors}`."""
+
+from flask import Flask
+from flask_smorest import Api
+from pymongo.errors import ConnectionFailure, OperationFailure
+from werkzeug.exceptions import Forbidden as ForbiddenError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
+
+from ..model.policy import Forbidden
+from ..storage.spool import SpoolFull
+from ..storage.store import DatabaseUnavailable, is_refused_login, unavailable
+from ..sync.engine import RecordRejected
+from .tokens import KeysUnavailable
+
+RETRY_AFTER_SECONDS = 2
+
+
+def as_http_error(error: Exception) -> HTTPException:
+    """The HTTP error an engine or database failure stands for, with its details attached."""
+    if isinstance(error, RecordRejected):
+        http_error = UnprocessableEntity()
+        http_error.data = {"message": error.message, "errors": {"json": error.errors}}
+    elif isinstance(error, Forbidden):
+        http_error = ForbiddenError()
+        http_error.data = {"message": error.message}
+    else:
+        http_error = ServiceUnavailable()
+        if isinstance(error, DatabaseUnavailable):
+            message = str(error)
+        elif isinstance(error, SpoolFull):
+            message = ("database unreachable, and the spool of writes waiting for it is full "
+                       "(FITKART_SPOOL_MAX_MB): nothing was kept")
+        elif isinstance(error, KeysUnavailable):
+            message = "Supabase signing keys (JWKS) unreachable"
+        else:
+            message = "database unreachable"
+        http_error.data = {"message": message, "headers": {"Retry-After": str(RETRY_AFTER_SECONDS)}}
+    return http_error
+
+
+def error_body(error: Exception) -> dict:
+    """The JSON body of an error, for places that report errors inside a 200 (batches)."""
+    http_error = as_http_error(error)
+    details = {key: http_error.data[key] for key in ("message", "errors") if key in http_error.data}
+    return {"code": http_error.code, "status": http_error.name, **details}
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Send engine and driver errors through the API's JSON error handler.
+
+    Uncaught exceptions become flask-smorest's JSON 500 (Flask logs the trace; the
+    client never sees it); HTTP errors such as 404, 405, 413 and 415 get the same shape.
+    """
+    def handle(error: Exception):
+        return api.handle_http_exception(as_http_error(error))
+
+    def handle_http(error: HTTPException):
+        if not getattr(error, "data", None):  # say why, e.g. which JSON was malformed
+            error.data = {"message": error.description}
+        return api.handle_http_exception(error)
+
+    def handle_refused_login(error: OperationFailure):
+        if not is_refused_login(error):
+            raise error  # any other refusal is a fault of ours: a 500, logged with its trace
+        return handle(unavailable(error))
+
+    for error_class in (DatabaseUnavailable, ConnectionFailure, KeysUnavailable, RecordRejected, Forbidden, SpoolFull):
+        app.register_error_handler(error_class, handle)
+    # Credentials revoked while running: 503 like an outage, until the database accepts us again.
+    app.register_error_handler(OperationFailure, handle_refused_login)
+    app.register_error_handler(HTTPException, handle_http)

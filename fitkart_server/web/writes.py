@@ -1,0 +1,107 @@
+"""Writes while the database is away: applied now when it answers, else kept in the spool and answered 202.
+
+"Away" is unreachable or timing out. A database that refuses the server's login, or a setting
+it cannot honour, is a configuration problem for an operator: those answer 503 and are not queued.
+
+Every write route (records, legacy aliases, batch, webhooks) goes through `write` or
+`write_batch`. While the spool holds anything, new writes queue behind it, so a record's
+writes are applied in the order they arrived; storage/replay.py applies them once the
+database answers again.
+"""
+
+import time
+
+from ..model.entities import Entity
+from ..model.policy import SERVICE, Caller, Forbidden
+from ..storage.replay import UNREACHABLE, get_replayer, get_spool
+from ..storage.store import get_engine, get_store
+from ..sync.engine import RecordRejected, SyncEngine
+from .auth import current_caller
+
+QUEUED = "queued"
+# While the spool drains, a new write waits (up to this long) for it rather than queue behind it:
+# queueing costs less than writing, so under load the spool would otherwise never empty.
+DRAIN_WAIT_SECONDS = 10.0
+
+
+def spool_state() -> dict:
+    """What /readyz and the status page show of the spool (and a nudge to the replayer when it holds anything)."""
+    depth = get_spool().depth()
+    if depth.entries:
+        get_replayer().kick()
+    return {"entries": depth.entries, "bytes": depth.bytes, "oldest_seconds": round(depth.oldest_seconds, 1),
+            "max_bytes": get_spool().max_bytes}
+
+
+def _offline_engine(caller: Caller, source: str) -> SyncEngine:
+    """An engine that validates without the database; its rejects go to the spool."""
+    spool = get_spool()
+
+    def spill(document: dict) -> None:
+        spool.append("reject", document.get("collection"), document, caller, source, document.get("route"))
+
+    return get_store().offline_engine(spill)
+
+
+def _queue(kind: str, entity: Entity, payload, caller: Caller, source: str, route: str | None,
+           engine: SyncEngine) -> dict:
+    """Validate and queue one write (SpoolFull when the spool is full); its answer."""
+    engine.check(kind, entity, payload, caller=caller, source=source, route=route)
+    seq = get_spool().append(kind, entity.collection, payload, caller, source, route)
+    get_replayer().kick()
+    return {"result": QUEUED, "queued": seq}
+
+
+def spool_is_empty() -> bool:
+    """Whether nothing is queued, after waiting a little for a spool that is draining (backpressure)."""
+    spool = get_spool()
+    deadline = time.monotonic() + DRAIN_WAIT_SECONDS
+    while not spool.is_empty():
+        if not spool.draining() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def write(kind: str, entity: Entity, payload, *, route: str | None, source: str = "client") -> tuple[dict, int]:
+    """Upsert or delete one record now (200), or queue it while the database is away (202)."""
+    caller = current_caller() if source == "client" else SERVICE
+    if spool_is_empty():
+        try:
+            engine = get_engine()
+            if kind == "delete":
+                return {"deleted": engine.delete_records(entity, payload, caller=caller, source=source,
+                                                         route=route)}, 200
+            outcome = engine.upsert_record(entity, payload, caller=caller, source=source, route=route)
+            return {"result": outcome.result, "record": outcome.record}, 200
+        except UNREACHABLE:
+            pass  # queued below; if it was half done, its replay finds it done (every write is idempotent)
+    return _queue(kind, entity, payload, caller, source, route, _offline_engine(caller, source)), 202
+
+
+def write_batch(operations: list, *, route: str | None) -> list:
+    """Apply a batch now, or queue its operations while the database is away; one answer per operation."""
+    caller = current_caller()
+    if spool_is_empty():
+        try:
+            return get_engine().apply_batch(operations, caller=caller, route=route)
+        except UNREACHABLE:
+            pass  # all of it is queued; operations already applied replay as `unchanged`
+    engine = _offline_engine(caller, "client")
+    answers: list = []
+    for operation in operations:
+        try:
+            kind, entity, record = engine.operation_parts(operation, caller=caller, source="client", route=route)
+            answers.append(_queue(kind, entity, record, caller, "client", route, engine))
+        except (RecordRejected, Forbidden) as refusal:
+            answers.append(refusal)
+    return answers
+
+
+def record_reject(source: str = "client", **details) -> None:
+    """Keep a malformed batch or webhook in sync_rejects, or in the spool while the database is away."""
+    caller = details.pop("caller", SERVICE)
+    try:
+        get_engine().record_reject(caller=caller, source=source, **details)
+    except UNREACHABLE:
+        _offline_engine(caller, source).record_reject(caller=caller, source=source, **details)
