@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.hostile [--repeat 5]
 
 Starts a database server (as the tests do) and gunicorn with one worker, then sends each
-hostile body of tests/hostile.py through each write path and prints one row per body and
+hostile body of testbed/data/hostile.py through each write path and prints one row per body and
 path: the slowest answer, the answer's size, the stored reject's size, and how far the
 worker's peak memory (VmHWM) rose. Figures, not pass/fail; the targets are < 1 s,
 < 64 KB, < 128 KB and < 50 MB.
@@ -19,10 +19,10 @@ from pathlib import Path
 import bson
 import pymongo
 
-from tests.gunicorn_server import GunicornServer
-from tests.hostile import deep_chain, flat_dollars
-from tests.mongo_server import MongoServer
-from tests.records import profile
+from testbed.data.hostile import deep_chain, flat_dollars
+from testbed.data.records import profile
+from testbed.servers.gunicorn import GunicornServer
+from testbed.servers.mongo import MongoServer
 
 SECRET = "bench-webhook-secret"
 BODIES = {

@@ -26,9 +26,9 @@ import pymongo
 from pymongo import InsertOne
 
 from bench import verify_scale
-from tests.gunicorn_server import GunicornServer
-from tests.mongo_server import MongoServer
-from tests.postgres_server import PostgresServer
+from testbed.servers.gunicorn import GunicornServer
+from testbed.servers.mongo import MongoServer
+from testbed.servers.postgres import PostgresServer
 
 HERE = Path(__file__).resolve().parent
 

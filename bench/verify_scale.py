@@ -27,10 +27,11 @@ from psycopg.rows import dict_row
 from pymongo import InsertOne
 
 from fitkart_server.model.entities import ENTITIES, Entity
-from fitkart_server.sync.engine import SyncEngine, _provenance
-from tests.mongo_server import MongoServer
-from tests.postgres_server import PostgresServer
-from tests.supabase_rows import generate_rows
+from fitkart_server.sync.engine import SyncEngine
+from fitkart_server.sync.write import provenance
+from testbed.data.supabase_rows import generate_rows
+from testbed.servers.mongo import MongoServer
+from testbed.servers.postgres import PostgresServer
 
 # How the rows are spread over the tables (products first: carts and wishlists reference them).
 SHARES = {"products": 0.10, "cart_items": 0.20, "wishlist_items": 0.20, "profiles": 0.15, "orders": 0.20,
@@ -54,7 +55,7 @@ def stored(engine: SyncEngine, entity: Entity, row: dict) -> dict:
         elif isinstance(value, Decimal):
             value = engine.store_money(value)
         document[column] = value
-    return {"_id": entity.key_of(document), **document, "_fitkart": _provenance("reconcile", 1)}
+    return {"_id": entity.key_of(document), **document, "_fitkart": provenance("reconcile", 1)}
 
 
 def drifted(entity: Entity, documents: Iterator[dict], planted: dict[str, int]) -> Iterator[dict]:

@@ -7,8 +7,7 @@ import pymongo
 import pytest
 
 from fitkart_server import create_app
-
-from .mongo_server import MongoServer
+from testbed.servers.mongo import MongoServer
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +155,7 @@ def secure_client(secure_app):
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL for the Supabase side, for the whole run."""
-    from .postgres_server import PostgresServer
+    from testbed.servers.postgres import PostgresServer
 
     server = PostgresServer().start()
     yield server

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from .records import cart_item, product
+from testbed.data.records import cart_item, product
+
 from .tokens import JWT_SECRET, SigningKey, bearer, claims_for, es256, hs256
 
 

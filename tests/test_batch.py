@@ -1,6 +1,6 @@
 """`POST /api/sync/batch`: operations applied in order, each on its own."""
 
-from .records import cart_item, new_id, product
+from testbed.data.records import cart_item, new_id, product
 
 
 def test_batch_applies_operations_in_order_with_one_result_each(client, mongo):
@@ -57,7 +57,7 @@ def test_batch_body_must_hold_a_list_of_operations(client, mongo):
 
 def test_a_batch_of_distinct_upserts_is_decided_together_with_the_same_rules(client, mongo):
     """The bulk path (upserts only, each record once) gives every rule the one-by-one path gives."""
-    from .records import order, profile, stamp
+    from testbed.data.records import order, profile, stamp
 
     stored = order(updated_at=stamp(30))
     client.post("/api/sync/orders", json=stored)

@@ -11,10 +11,9 @@ import pytest
 
 from fitkart_server.bounds import MAX_FIELD_ERRORS, MAX_MESSAGE, MAX_PATH, MORE
 from fitkart_server.ops.requestlog import TEXT_FORMAT, JsonLines
-
-from .gunicorn_server import GunicornServer, request
-from .hostile import BODY_LIMIT, deep_chain, flat_dollars, size
-from .records import cart_item, new_id, order, product, profile
+from testbed.data.hostile import BODY_LIMIT, deep_chain, flat_dollars, size
+from testbed.data.records import cart_item, new_id, order, product, profile
+from testbed.servers.gunicorn import GunicornServer, request
 
 ANSWER_LIMIT = 64 * 1024
 REJECT_LIMIT = 128 * 1024

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from .records import cart_item, new_id, profile, stamp
+from testbed.data.records import cart_item, new_id, profile, stamp
 
 THREADS = 12
 

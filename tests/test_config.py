@@ -4,9 +4,8 @@ import logging
 
 import pytest
 
-from fitkart_server.storage import store as store_module
-
-from .records import cart_item
+from fitkart_server.storage import uris
+from testbed.data.records import cart_item
 
 
 @pytest.fixture
@@ -17,7 +16,7 @@ def app_with_uri(make_app):
 
 def test_no_uri_and_no_local_mongodb_runs_embedded_and_says_so(app_with_uri, monkeypatch, caplog):
     """Embedded mode is announced in the log and in /readyz."""
-    monkeypatch.setattr(store_module, "local_mongodb_answers", lambda timeout=0.3: False)
+    monkeypatch.setattr(uris, "local_mongodb_answers", lambda timeout=0.3: False)
     with caplog.at_level(logging.WARNING):
         app = app_with_uri(None)
     assert "EMBEDDED MODE" in caplog.text
@@ -29,7 +28,7 @@ def test_no_uri_and_no_local_mongodb_runs_embedded_and_says_so(app_with_uri, mon
 
 def test_no_uri_with_a_local_mongodb_uses_it(app_with_uri, monkeypatch):
     """When localhost:27017 answers, the default URI is used, not the embedded store."""
-    monkeypatch.setattr(store_module, "local_mongodb_answers", lambda timeout=0.3: True)
+    monkeypatch.setattr(uris, "local_mongodb_answers", lambda timeout=0.3: True)
     store = app_with_uri(None).extensions["fitkart_store"]
     assert (store.uri, store.embedded) == ("mongodb://localhost:27017/database", False)
 
@@ -43,7 +42,7 @@ def test_local_mongodb_probe_sees_a_listener(mongo_server, monkeypatch):
     real_connect = socket.create_connection
     monkeypatch.setattr(socket, "create_connection",
                         lambda address, timeout: real_connect((host, int(port)), timeout=timeout))
-    assert store_module.local_mongodb_answers() is True
+    assert uris.local_mongodb_answers() is True
 
 
 def test_configured_uri_never_falls_back(app_with_uri, mongo_server):
@@ -63,7 +62,7 @@ def test_configured_uri_never_falls_back(app_with_uri, mongo_server):
 ])
 def test_database_name_comes_from_the_uri(uri, name):
     """Replica-set and SRV URIs name their database like plain ones."""
-    assert store_module.database_name(uri) == name
+    assert uris.database_name(uri) == name
 
 
 def test_passwords_are_hidden_from_readyz(app_with_uri, monkeypatch):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from .records import cart_item
+from testbed.data.records import cart_item
 
 
 @pytest.fixture

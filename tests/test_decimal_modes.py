@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from bson import Decimal128
 
-from .records import order, product
+from testbed.data.records import order, product
 
 
 @pytest.mark.parametrize(("mode", "stored"), [("double", 19.99), ("string", "19.99")])

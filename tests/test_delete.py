@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .records import cart_item, new_id, profile, stamp, wishlist_item
+from testbed.data.records import cart_item, new_id, profile, stamp, wishlist_item
 
 
 def post(client, collection: str, record):

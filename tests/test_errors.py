@@ -3,8 +3,7 @@
 import pytest
 
 from fitkart_server.sync.engine import SyncEngine
-
-from .records import cart_item
+from testbed.data.records import cart_item
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status"), [

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .gunicorn_server import GunicornServer, request
-from .mongo_server import free_port
-from .records import cart_item, new_id, order
+from testbed.data.records import cart_item, new_id, order
+from testbed.servers.gunicorn import GunicornServer, request
+from testbed.servers.mongo import free_port
 
 REQUEST_TIMEOUT = 15
 

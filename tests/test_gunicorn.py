@@ -2,8 +2,8 @@
 
 import pytest
 
-from .gunicorn_server import GunicornServer, request
-from .records import cart_item
+from testbed.data.records import cart_item
+from testbed.servers.gunicorn import GunicornServer, request
 
 
 @pytest.fixture

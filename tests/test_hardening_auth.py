@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fitkart_server.ops import operators
+from testbed.data.records import cart_item
+from testbed.servers.gunicorn import GunicornServer
 
-from .gunicorn_server import GunicornServer
-from .records import cart_item
 from .tokens import JWT_SECRET, RsaSigningKey, SigningKey, bearer, claims_for, es256, hs256, rs256
 
 LONG_COOLDOWN = 60  # longer than any test: every refetch after the first would show in the count

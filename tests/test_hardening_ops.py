@@ -8,7 +8,7 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fitkart_server.storage.store import redact_uri
+from fitkart_server.storage.uris import redact_uri
 
 # -- B: metric label cardinality ------------------------------------------------------------------
 

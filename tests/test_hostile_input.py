@@ -6,8 +6,7 @@ import logging
 import pytest
 
 from fitkart_server.web.hardening import redact
-
-from .records import cart_item, new_id, order, product, profile
+from testbed.data.records import cart_item, new_id, order, product, profile
 
 COLLECTIONS = ("profiles", "products", "orders", "cart_items", "wishlist_items", "user_roles")
 JSON = "application/json"

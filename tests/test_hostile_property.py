@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .hostile import BODY_LIMIT
-from .records import cart_item, new_id, order, product, profile, wishlist_item
+from testbed.data.hostile import BODY_LIMIT
+from testbed.data.records import cart_item, new_id, order, product, profile, wishlist_item
 
 EXAMPLES = int(os.environ.get("FITKART_FUZZ_EXAMPLES", 60))
 ANSWER_LIMIT = 64 * 1024

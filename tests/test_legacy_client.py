@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from .records import new_id, stamp
+from testbed.data.records import new_id, stamp
 
 HEADERS = {"Origin": "http://localhost:8080"}
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
-from .records import new_id
+from testbed.data.records import new_id
 
 
 def seed_legacy(mongo) -> dict:

@@ -4,8 +4,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .gunicorn_server import GunicornServer, request
-from .records import cart_item
+from testbed.data.records import cart_item
+from testbed.servers.gunicorn import GunicornServer, request
 
 
 def samples(text: str) -> dict[tuple, float]:

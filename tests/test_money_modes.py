@@ -11,8 +11,8 @@ from bson import Decimal128
 from pymongo.collection import Collection
 from pymongo.errors import AutoReconnect
 
-from .records import cart_item, order, product, profile, stamp, user_role, wishlist_item
-from .supabase_rows import seed_shop
+from testbed.data.records import cart_item, order, product, profile, stamp, user_role, wishlist_item
+from testbed.data.supabase_rows import seed_shop
 
 SIX = {"profiles": profile, "products": product, "orders": order, "cart_items": cart_item,
        "wishlist_items": wishlist_item, "user_roles": user_role}

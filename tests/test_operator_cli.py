@@ -4,7 +4,8 @@ import re
 
 from bson import ObjectId
 
-from .records import cart_item, order, profile
+from testbed.data.records import cart_item, order, profile
+
 from .tokens import bearer, claims_for, hs256
 
 

@@ -1,6 +1,6 @@
 """Out-of-order delivery: an older version never overwrites a newer one."""
 
-from .records import cart_item, order, profile, stamp
+from testbed.data.records import cart_item, order, profile, stamp
 
 
 def post(client, collection: str, record):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from .records import cart_item, new_id, product, wishlist_item
+from testbed.data.records import cart_item, new_id, product, wishlist_item
 
 
 def test_get_one_record_or_404(client):

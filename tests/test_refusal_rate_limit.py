@@ -5,8 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .gunicorn_server import GunicornServer, request
-from .records import cart_item, new_id
+from testbed.data.records import cart_item, new_id
+from testbed.servers.gunicorn import GunicornServer, request
+
 from .test_metrics import samples, value
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
 

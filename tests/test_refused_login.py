@@ -5,9 +5,9 @@ import time
 import pymongo
 import pytest
 
-from .gunicorn_server import GunicornServer, request
-from .mongo_server import MongoServer
-from .records import cart_item
+from testbed.data.records import cart_item
+from testbed.servers.gunicorn import GunicornServer, request
+from testbed.servers.mongo import MongoServer
 
 ADMIN = ("admin", "admin-password")
 APP_PASSWORD = "app-password-not-yet-valid"

@@ -4,8 +4,7 @@ import time
 from datetime import timedelta
 
 from fitkart_server.clock import utc_now
-
-from .records import cart_item
+from testbed.data.records import cart_item
 
 MEGABYTE = 1024 * 1024
 

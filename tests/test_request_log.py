@@ -2,16 +2,22 @@
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+import uuid
+from pathlib import Path
 
 import pytest
 
 from fitkart_server.ops.requestlog import configure_logging
-
-from .gunicorn_server import GunicornServer
-from .records import cart_item
+from testbed.data.records import cart_item
+from testbed.servers.gunicorn import ROOT, GunicornServer, request
+from testbed.servers.mongo import free_port
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2VjcmV0LXNpZ25hdHVyZQ"
 
@@ -68,3 +74,30 @@ def test_json_lines_under_gunicorn_without_tokens(database_uri, decimal_mode, tm
     assert line["method"] == "POST" and line["route"] == "/api/sync/cart_items" and line["status"] == 200
     assert line["logger"] == "fitkart_server.requests" and line["duration_ms"] >= 0
     assert TOKEN not in text and "Bearer" not in text
+
+
+def test_flask_run_logs_one_line_per_request(database_uri, tmp_path):
+    """Under `flask run` each request is logged once, by the app (werkzeug's own access line would repeat it)."""
+    port = free_port()
+    env = {**{name: value for name, value in os.environ.items() if not name.startswith("FITKART_")},
+           "FITKART_MONGODB_URI": database_uri, "FITKART_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+           "FITKART_RATELIMIT_STORAGE": f"sqlite:///{tmp_path / 'ratelimit.sqlite3'}"}
+    flask = Path(sys.executable).with_name("flask")
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen([str(flask), "run", "--port", str(port)], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while request(f"http://127.0.0.1:{port}/healthz", timeout=1)[0] != 200:
+            assert server.poll() is None and time.monotonic() < deadline, "flask run did not start"
+            time.sleep(0.1)
+        marker = uuid.uuid4().hex  # in the path (werkzeug's line) and the request id (the app's line)
+        asked = urllib.request.Request(f"http://127.0.0.1:{port}/readyz?{marker}", headers={"X-Request-ID": marker})
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    logged = [line for line in lines if marker in line]
+    assert len(logged) == 1 and "fitkart_server.requests" in logged[0] and "GET /readyz 200" in logged[0], lines

@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 
-from . import records
+from testbed.data import records
+
 from .tokens import bearer, claims_for, hs256
 
 OWNED = {"profiles": records.profile, "cart_items": records.cart_item,

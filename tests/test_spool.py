@@ -8,9 +8,9 @@ import pymongo
 import pytest
 
 from fitkart_server.model.policy import Caller
+from testbed.data.records import cart_item, new_id, order, profile
+from testbed.servers.gunicorn import GunicornServer, request
 
-from .gunicorn_server import GunicornServer, request
-from .records import cart_item, new_id, order, profile
 from .test_metrics import samples, value
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
 

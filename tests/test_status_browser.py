@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .gunicorn_server import GunicornServer, request
-from .records import cart_item, order, profile
+from testbed.data.records import cart_item, order, profile
+from testbed.servers.gunicorn import GunicornServer, request
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "status-page.png"

@@ -3,7 +3,8 @@
 import re
 from datetime import UTC, datetime
 
-from .records import cart_item, order, profile
+from testbed.data.records import cart_item, order, profile
+
 from .tokens import bearer, claims_for, hs256
 
 ADMIN_TOKEN = "operator-token-for-tests"

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 
 from fitkart_server.clock import utc_now
+from testbed.data.records import cart_item, new_id
 
-from .records import cart_item, new_id
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
 
 SECRET = "webhook-shared-secret"

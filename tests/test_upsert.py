@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from .records import cart_item, new_id, order, product, profile
+from testbed.data.records import cart_item, new_id, order, product, profile
 
 
 def post(client, collection: str, record):
@@ -205,7 +205,7 @@ def test_write_the_database_refuses_is_422_with_its_reason(client, mongo, mongo_
                                         "wishlist_items", "user_roles"])
 def test_every_collection_accepts_its_rows(client, mongo, collection):
     """Each of the six tables takes a full Supabase row and shows it back."""
-    from . import records
+    from testbed.data import records
 
     maker = {"profiles": records.profile, "products": records.product, "orders": records.order,
              "cart_items": records.cart_item, "wishlist_items": records.wishlist_item,

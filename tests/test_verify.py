@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from .postgrest import PostgrestServer
-from .supabase_rows import generate_rows, seed_shop
+from testbed.data.supabase_rows import generate_rows, seed_shop
+from testbed.servers.postgrest import PostgrestServer
 
 SERVICE_KEY = "test-service-role-key"
 

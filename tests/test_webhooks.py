@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from . import records
-from .records import new_id, stamp
+from testbed.data import records
+from testbed.data.records import new_id, stamp
 
 SECRET = "webhook-shared-secret"
 HEADERS = {"X-Webhook-Secret": SECRET}

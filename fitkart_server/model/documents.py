@@ -22,6 +22,13 @@ from mongoengine import (
     StringField,
 )
 
+# The mirror's own collections, beside the six tables (declared here and nowhere else).
+REJECTS = "sync_rejects"  # refused writes (Reject)
+TOMBSTONES = "sync_tombstones"  # remembered deletes (Tombstone)
+RUNS = "sync_runs"  # the outcome of each verify, repair and backfill
+CHECKPOINTS = "sync_backfill"  # where an interrupted backfill resumes
+CAPABILITIES = "sync_capabilities"  # the probe of what the database can store
+
 PROVENANCE_FIELD = "_fitkart"
 
 
@@ -160,7 +167,7 @@ class Reject(Document):
     errors = StringField()
     payload = StringField()
     payload_truncated = BooleanField()
-    meta = {"collection": "sync_rejects", "indexes": ["-at"], "auto_create_index": False}
+    meta = {"collection": REJECTS, "indexes": ["-at"], "auto_create_index": False}
 
 
 class Tombstone(Document):
@@ -173,5 +180,5 @@ class Tombstone(Document):
     id = StringField(primary_key=True)
     collection_name = StringField(required=True, db_field="collection")
     deleted_at = DateTimeField(required=True)
-    # The TTL index on deleted_at is created by db.py: its lifetime is a setting.
-    meta = {"collection": "sync_tombstones", "indexes": ["collection_name"], "auto_create_index": False}
+    # The TTL index on deleted_at is created by storage/store.py: its lifetime is a setting.
+    meta = {"collection": TOMBSTONES, "indexes": ["collection_name"], "auto_create_index": False}

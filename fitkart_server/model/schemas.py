@@ -8,6 +8,7 @@ from bson import Decimal128
 from marshmallow import INCLUDE, Schema, ValidationError, fields, post_dump, pre_load, validate
 
 from ..bounds import MAX_FIELD_ERRORS, MAX_PATH, MORE, cut, more_message
+from ..clock import as_utc, to_millisecond
 from .documents import PROVENANCE_FIELD
 
 CENT = Decimal("0.01")
@@ -38,18 +39,14 @@ class Timestamp(fields.AwareDateTime):
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
         try:
-            moment = super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+            return to_millisecond(super()._deserialize(value, attr, data, **kwargs).astimezone(UTC))
         except OverflowError:
             raise ValidationError("Timestamp out of range.") from None
-        # Truncate as BSON does, so comparisons with stored values are exact.
-        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
             return None
-        if value.tzinfo is None:  # stores opened without tz_aware hand back naive UTC
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat(timespec="milliseconds")
+        return as_utc(value).isoformat(timespec="milliseconds")
 
 
 class Money(fields.Decimal):

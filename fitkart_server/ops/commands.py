@@ -8,12 +8,14 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from flask.cli import with_appcontext
 
-from ..model.documents import Reject
+from ..clock import utc_now
+from ..model.documents import REJECTS
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Forbidden
 from ..storage.commands import ERROR, database_or_exit
 from ..storage.store import get_store
-from ..sync.engine import RecordRejected, SyncEngine, utc_now
+from ..sync.engine import SyncEngine
+from ..sync.write import RecordRejected
 from .stats import collection_stats, latest_rejects
 
 REPLAYABLE = ("upsert", "delete")
@@ -66,7 +68,7 @@ def rejects_command(limit: int, replay_id: str | None):
 
 def replay(engine: SyncEngine, reject_id: str) -> int:
     """Apply one stored reject again; the exit status."""
-    rejects = engine.database[Reject._get_collection_name()]
+    rejects = engine.database[REJECTS]
     try:
         reject = rejects.find_one({"_id": ObjectId(reject_id)})
     except InvalidId:

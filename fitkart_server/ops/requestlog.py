@@ -91,7 +91,20 @@ def _end(response: Response) -> Response:
     return response
 
 
+class WithoutServerAccessLines(logging.Filter):
+    """Drops the development server's access line (`flask run`): the app's own line already says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # werkzeug's WSGIRequestHandler.log_request logs '<address> - - [<time>] "%s" %s %s' at INFO
+        # (its trailing newline stripped).
+        return not (record.levelno == logging.INFO and isinstance(record.msg, str)
+                    and record.msg.endswith('"%s" %s %s'))
+
+
 def init_app(app: Flask) -> None:
-    """Give every request an id and a log line (registered first, so it also times the other hooks)."""
+    """Give every request an id and one log line (registered first, so it also times the other hooks)."""
     app.before_request(_begin)
     app.after_request(_end)
+    server_log = logging.getLogger("werkzeug")
+    if not any(isinstance(kept, WithoutServerAccessLines) for kept in server_log.filters):
+        server_log.addFilter(WithoutServerAccessLines())

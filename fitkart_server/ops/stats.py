@@ -1,14 +1,13 @@
 """What the status page and `flask fitkart stats` show: per-collection activity, rejects, runs."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pymongo.database import Database
 
-from ..model.documents import PROVENANCE_FIELD, Reject, Tombstone
+from ..clock import as_utc, utc_now
+from ..model.documents import PROVENANCE_FIELD, REJECTS, RUNS, TOMBSTONES
 from ..model.entities import ENTITIES
-from ..reconcile.compare import RUNS_COLLECTION
-from ..sync.engine import utc_now
 
 WINDOW_MINUTES = 60
 # Per collection, at most this many recent writes are bucketed by minute (counts stay exact).
@@ -39,22 +38,17 @@ def _minute_buckets(moments, now: datetime) -> list[int]:
     """How many moments fall in each of the last WINDOW_MINUTES minutes, oldest first."""
     buckets = [0] * WINDOW_MINUTES
     for moment in moments:
-        age = int((now - _aware(moment)).total_seconds() // 60)
+        age = int((now - as_utc(moment)).total_seconds() // 60)
         if 0 <= age < WINDOW_MINUTES:
             buckets[WINDOW_MINUTES - 1 - age] += 1
     return buckets
-
-
-def _aware(moment: datetime) -> datetime:
-    """BSON dates come back naive (UTC): make them comparable with aware ones."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def collection_stats(database: Database, now: datetime | None = None) -> list[CollectionStats]:
     """Counts, last write and last hour's writes of each mirrored collection."""
     now = now or utc_now()
     since = now - timedelta(minutes=WINDOW_MINUTES)
-    tombstones = database[Tombstone._get_collection_name()]
+    tombstones = database[TOMBSTONES]
     result = []
     for entity in ENTITIES:
         collection = database[entity.collection]
@@ -67,7 +61,7 @@ def collection_stats(database: Database, now: datetime | None = None) -> list[Co
         removed, deletes = _recent_moments(tombstones, deleted, "deleted_at")
         result.append(CollectionStats(
             name=entity.collection, documents=collection.estimated_document_count(),
-            last_write_at=_aware(provenance["written_at"]) if provenance.get("written_at") else None,
+            last_write_at=as_utc(provenance["written_at"]) if provenance.get("written_at") else None,
             last_write_source=provenance.get("source"), writes_last_hour=upserts + deletes,
             per_minute=_minute_buckets(written + removed, now)))
     return result
@@ -87,10 +81,10 @@ def _recent_moments(collection, query: dict, path: str) -> tuple[list[datetime],
 
 def latest_rejects(database: Database, limit: int = 10) -> list[dict]:
     """The newest refused writes, without their payloads."""
-    rejects = database[Reject._get_collection_name()]
+    rejects = database[REJECTS]
     return list(rejects.find({}, {"payload": 0}).sort("at", -1).limit(limit))
 
 
 def latest_run(database: Database, kind: str = "verify") -> dict | None:
     """The newest finished run of a kind (verify, repair, backfill), or None."""
-    return next(iter(database[RUNS_COLLECTION].find({"kind": kind}).sort("finished_at", -1).limit(1)), None)
+    return next(iter(database[RUNS].find({"kind": kind}).sort("finished_at", -1).limit(1)), None)

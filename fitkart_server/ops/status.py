@@ -13,9 +13,9 @@ from flask import Blueprint, Flask, Response, current_app, make_response, redire
 from flask_smorest import abort
 from pymongo.errors import PyMongoError
 
-from ..model.documents import Reject
+from ..clock import utc_now
+from ..model.documents import REJECTS
 from ..storage.store import DatabaseUnavailable, get_store
-from ..sync.engine import utc_now
 from ..version import __version__
 from ..web.auth import request_is_https
 from ..web.writes import spool_state
@@ -94,7 +94,7 @@ def reject_page(reject_id: str):
     if not is_operator():
         return _sign_in_page()
     try:
-        found = get_store().database()[Reject._get_collection_name()].find_one({"_id": ObjectId(reject_id)})
+        found = get_store().database()[REJECTS].find_one({"_id": ObjectId(reject_id)})
     except InvalidId:
         found = None
     if found is None:

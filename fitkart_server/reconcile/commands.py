@@ -9,12 +9,13 @@ import click
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
+from ..clock import utc_now
 from ..config import MONEY_FORMS
 from ..model.entities import BY_COLLECTION, ENTITIES, Entity
 from ..storage.commands import ERROR, database_or_exit
 from ..storage.store import DatabaseUnavailable, get_store
-from ..sync.engine import SyncEngine, utc_now
-from . import compare, legacy
+from ..sync.engine import SyncEngine
+from . import compare, legacy, money, repair
 from .sources import PostgresSource, RestSource, Source, SourceError
 
 IN_SYNC, DRIFT = 0, 1
@@ -145,7 +146,7 @@ def verify_command(database_url, supabase_url, service_role_key, tables, as_json
     with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
         reports = compare_all(engine, source, chosen(tables))
         drift = sum(report.drift for report in reports.values())
-        compare.record_run(engine.database, "verify", source, started,
+        repair.record_run(engine.database, "verify", source, started,
                              {name: report.counts() for name, report in reports.items()},
                              "in_sync" if drift == 0 else "drift")
     if as_json:
@@ -179,14 +180,14 @@ def repair_command(database_url, supabase_url, service_role_key, tables, dry_run
             verb = "delete" if drift.kind == "extra" else "upsert"
             click.echo(f"would {verb} {entity.collection} {_key_text(drift.key)} ({drift.kind})")
             return
-        outcome = compare.repair_drift(engine, entity, drift)
+        outcome = repair.repair_drift(engine, entity, drift)
         counts = done.setdefault(entity.collection, {"upserted": 0, "deleted": 0})
         counts[outcome] += 1
 
     with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
         reports = compare_all(engine, source, chosen(tables), act)
         if not dry_run:
-            compare.record_run(engine.database, "repair", source, started, done, "repaired")
+            repair.record_run(engine.database, "repair", source, started, done, "repaired")
     total = sum(report.drift for report in reports.values())
     click.echo(summary_table(reports))
     click.echo(f"{'would repair' if dry_run else 'repaired'} {total} record(s)")
@@ -211,11 +212,11 @@ def backfill_command(database_url, supabase_url, service_role_key, tables, page_
     with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
         for entity in chosen(tables):
             with progress(entity.collection, source.count(entity.collection)) as advance:
-                results[entity.collection] = compare.backfill_table(
+                results[entity.collection] = repair.backfill_table(
                     engine, entity, source, page_size=page_size, max_pages=max_pages, restart=restart,
                     advance=advance)
         complete = all(result["complete"] for result in results.values())
-        compare.record_run(engine.database, "backfill", source, started, results,
+        repair.record_run(engine.database, "backfill", source, started, results,
                              "complete" if complete else "partial")
     for name, result in results.items():
         state = "done" if result["complete"] else "paused (run again to resume)"
@@ -268,20 +269,20 @@ def convert_money_command(target, batch_size):
         # The engine's own conversion, so an amount converted here is exactly what the engine would store.
         store_money = SyncEngine(database, decimal_mode=target).store_money
         reports = []
-        for collection, column in compare.money_columns():
-            report = compare.convert_money(database, collection, column, store_money, batch_size)
+        for collection, column in money.money_columns():
+            report = money.convert_money(database, collection, column, store_money, batch_size)
             click.echo(_conversion_line(report, target))
             reports.append(report)
     sys.exit(_conversion_summary(reports, target, store.chosen_decimal_mode))
 
 
-def _conversion_line(report: compare.MoneyConversion, target: str) -> str:
+def _conversion_line(report: money.MoneyConversion, target: str) -> str:
     """One column's counts, as convert-money prints them."""
     return (f"{report.collection:<10}{report.column:<14}{report.converted:>9} converted{report.already:>9} already "
             f"{target:<11}{report.not_amounts:>6} not amounts{report.changed_meanwhile:>6} changed meanwhile")
 
 
-def _conversion_summary(reports: list[compare.MoneyConversion], target: str, mode: str) -> int:
+def _conversion_summary(reports: list[money.MoneyConversion], target: str, mode: str) -> int:
     """Say what convert-money did in all; its exit status."""
     converted = sum(report.converted for report in reports)
     left = sum(report.not_amounts for report in reports)

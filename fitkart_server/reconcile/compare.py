@@ -1,10 +1,9 @@
-"""Proving the mirror equals Supabase (verify), making it so (repair), filling it (backfill), converting its money.
+"""Proving the mirror equals Supabase (verify): both sides streamed in key order and merge-joined.
 
-Both sides are streamed in key order and merge-joined, so memory stays flat whatever the
-table size. Values are normalised before comparing, honestly and only as far as the two
-stores really differ: uuid case, timestamps to the millisecond (BSON's precision) in UTC,
-numeric(10,2) as decimals whatever FITKART_DECIMAL_MODE stored, arrays as lists, jsonb as
-JSON values; a column the mirror lacks equals a Supabase null.
+Memory stays flat whatever the table size. Values are normalised before comparing, honestly
+and only as far as the two stores really differ: uuid case, timestamps to the millisecond
+(BSON's precision) in UTC, numeric(10,2) as decimals whatever FITKART_DECIMAL_MODE stored,
+arrays as lists, jsonb as JSON values; a column the mirror lacks equals a Supabase null.
 """
 
 import queue
@@ -12,23 +11,18 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 
 from bson import Decimal128
-from pymongo import UpdateOne
-from pymongo.collection import Collection
 from pymongo.database import Database
 
+from ..clock import as_utc, to_millisecond
 from ..model.documents import PROVENANCE_FIELD
-from ..model.entities import ENTITIES, Entity
+from ..model.entities import Entity
 from ..model.schemas import CENT, Money, Timestamp, Uuid
-from ..sync.engine import SyncEngine, utc_now
 from .sources import PAGE_SIZE, Source
-
-RUNS_COLLECTION = "sync_runs"
-CHECKPOINTS_COLLECTION = "sync_backfill"
 
 
 @dataclass
@@ -88,8 +82,7 @@ class TableReport:
 def _moment(value) -> datetime:
     """A timestamp in UTC, to the millisecond."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return to_millisecond(as_utc(moment))
 
 
 def _money(value):
@@ -256,153 +249,3 @@ def compare_table(entity: Entity, source: Source, database: Database, report: Ta
             if differences:
                 yield Drift("different", dict(zip(entity.key, row_key, strict=True)), row, document, differences)
             row, document = next(theirs, None), next(ours, None)
-
-
-def as_payload(row: dict) -> dict:
-    """A Supabase row as the JSON a client would send (what the engine validates)."""
-    converted = {}
-    for column, value in row.items():
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, uuid.UUID | Decimal):
-            value = str(value)
-        converted[column] = value
-    return converted
-
-
-def repair_drift(engine: SyncEngine, entity: Entity, drift: Drift) -> str:
-    """Make one drifting record equal to Supabase through the engine; what was done."""
-    if drift.kind == "extra":
-        engine.delete_records(entity, drift.key, source="reconcile", route="flask fitkart repair")
-        return "deleted"
-    engine.upsert_record(entity, as_payload(drift.supabase), source="reconcile", route="flask fitkart repair",
-                         authoritative=True)
-    return "upserted"
-
-
-def backfill_table(engine: SyncEngine, entity: Entity, source: Source, *, page_size: int = PAGE_SIZE,
-                   max_pages: int | None = None, restart: bool = False,
-                   advance: Callable[[int], None] = lambda n: None) -> dict:
-    """Copy a table into the mirror in bulk pages, resuming after the last page a previous run finished."""
-    checkpoints = engine.database[CHECKPOINTS_COLLECTION]
-    if restart:
-        checkpoints.delete_one({"_id": entity.collection})
-    saved = checkpoints.find_one({"_id": entity.collection})
-    after = tuple(saved["after"]) if saved else None
-    totals = {"rows": 0, "written": 0, "kept": 0, "rejected": 0, "pages": 0, "complete": False,
-              "resumed": saved is not None}
-    page: list[dict] = []
-
-    def write(rows: list[dict]) -> None:
-        # The batch path: one read and one bulk_write per page, with every rule of the engine.
-        operations = [{"op": "upsert", "collection": entity.collection, "record": as_payload(row)} for row in rows]
-        for answer in engine.apply_batch(operations, source="reconcile", route="flask fitkart backfill"):
-            if isinstance(answer, Exception):
-                totals["rejected"] += 1
-            elif answer["result"] in ("created", "updated"):
-                totals["written"] += 1
-            else:  # unchanged, or stale: the mirror already holds this version or a newer one
-                totals["kept"] += 1
-        totals["rows"] += len(rows)
-        totals["pages"] += 1
-        last = [shown(value) for value in key_reader(entity)(rows[-1])]
-        checkpoints.replace_one({"_id": entity.collection}, {"_id": entity.collection, "after": last,
-                                                             "at": utc_now()}, upsert=True)
-        advance(len(rows))
-
-    for row in source.rows(entity.collection, entity.key, after):
-        page.append(row)
-        if len(page) == page_size:
-            write(page)
-            page = []
-            if max_pages is not None and totals["pages"] >= max_pages:
-                return totals
-    if page:
-        write(page)
-    checkpoints.delete_one({"_id": entity.collection})
-    totals["complete"] = True
-    return totals
-
-
-def record_run(database: Database, kind: str, source: Source, started_at: datetime, tables: dict,
-               status: str) -> None:
-    """Keep one run's outcome in `sync_runs`, for the status page and for operators."""
-    database[RUNS_COLLECTION].insert_one({
-        "kind": kind, "source": source.description, "started_at": started_at, "finished_at": utc_now(),
-        "status": status, "tables": tables,
-    })
-
-
-@dataclass
-class MoneyConversion:
-    """What convert-money did to one money column: amounts converted, already right, and left as they were."""
-
-    collection: str
-    column: str
-    converted: int = 0
-    already: int = 0
-    not_amounts: int = 0
-    changed_meanwhile: int = 0
-
-
-def money_columns() -> list[tuple[str, str]]:
-    """Each (collection, column) holding numeric(10,2) money: products.price, orders.total_amount."""
-    return [(entity.collection, name) for entity in ENTITIES
-            for name, kind in entity.schema.fields.items() if isinstance(kind, Money)]
-
-
-def stored_amount(value) -> Decimal | None:
-    """A stored amount (Decimal128, double, integer or text) as numeric(10,2); None when it is no such amount."""
-    if isinstance(value, bool) or not isinstance(value, Decimal128 | Decimal | int | float | str):
-        return None
-    try:
-        amount = value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value).strip())
-        if not amount.is_finite():
-            return None
-        exact = amount.quantize(CENT)
-    except ArithmeticError:
-        return None
-    # A value with more decimals than cents would change when rounded: converting must not change amounts.
-    return exact if exact == amount else None
-
-
-def convert_money(database: Database, collection: str, column: str, store_money: Callable[[Decimal], object],
-                  batch_size: int = PAGE_SIZE) -> MoneyConversion:
-    """Store every amount of one column in the form `store_money` gives: streamed, resumable, idempotent.
-
-    One cursor reads only `_id` and the amount (memory stays flat); a bulk write per `batch_size`
-    changes sets each amount only while the document still holds the value read, so a write made
-    meanwhile wins. An interrupted run keeps what it did: run again, and that counts as already right.
-    """
-    report = MoneyConversion(collection, column)
-    target = database[collection]
-    pending: list[UpdateOne] = []
-    with target.find({column: {"$ne": None}}, {column: 1}).batch_size(batch_size) as cursor:
-        for document in cursor:
-            value = document.get(column)
-            amount = stored_amount(value)
-            if amount is None:
-                report.not_amounts += 1
-                continue
-            wanted = store_money(amount)
-            if type(value) is type(wanted) and value == wanted:
-                report.already += 1
-                continue
-            # Neither `_fitkart.version` nor `written_at` changes: the amount stays the same, only its form does.
-            # A concurrent engine write still passes its version guard, and the status page's "last write" and
-            # "writes in the last hour" keep counting data changes only.
-            pending.append(UpdateOne({"_id": document["_id"], column: value}, {"$set": {column: wanted}}))
-            if len(pending) == batch_size:
-                _write_conversions(target, pending, report)
-                pending = []
-    if pending:
-        _write_conversions(target, pending, report)
-    return report
-
-
-def _write_conversions(collection: Collection, updates: list[UpdateOne], report: MoneyConversion) -> None:
-    """One bulk write of guarded conversions; a guard that no longer matches was a write made meanwhile."""
-    result = collection.bulk_write(updates, ordered=False)
-    report.converted += result.modified_count
-    report.already += result.matched_count - result.modified_count
-    report.changed_meanwhile += len(updates) - result.matched_count

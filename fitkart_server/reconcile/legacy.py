@@ -12,7 +12,8 @@ from bson import Decimal128, ObjectId
 
 from ..model.documents import PROVENANCE_FIELD
 from ..model.entities import BY_COLLECTION
-from ..sync.engine import RecordRejected, SyncEngine
+from ..sync.engine import SyncEngine
+from ..sync.write import RecordRejected
 
 LEGACY_COLLECTIONS = {"cartitems": "cart_items", "wishlistitems": "wishlist_items", "userroles": "user_roles",
                       "profiles": "profiles", "products": "products", "orders": "orders"}

@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from ..clock import utc_now
-from ..model.documents import Reject, Tombstone
+from ..model.documents import REJECTS, TOMBSTONES
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class Housekeeper:
     def run(self, database: Database) -> dict[str, int]:
         """Purge now; how many tombstones and rejects went."""
         now = utc_now()
-        tombstones = database[Tombstone._get_collection_name()].delete_many(
+        tombstones = database[TOMBSTONES].delete_many(
             {"deleted_at": {"$lt": now - timedelta(days=self.tombstone_days)}}).deleted_count
-        rejects = database[Reject._get_collection_name()]
+        rejects = database[REJECTS]
         aged = rejects.delete_many({"at": {"$lt": now - timedelta(days=self.rejects_days)}}).deleted_count
         trimmed = self._trim(database)
         if tombstones or aged or trimmed:
@@ -70,7 +70,7 @@ class Housekeeper:
 
     def _trim(self, database: Database) -> int:
         """Delete the oldest rejects until the collection is under 90% of its cap; how many went."""
-        rejects = database[Reject._get_collection_name()]
+        rejects = database[REJECTS]
         stats = database.command("collStats", rejects.name)
         size, count = stats.get("size", 0), stats.get("count", 0)
         if size <= self.rejects_max_bytes or not count:

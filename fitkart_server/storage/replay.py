@@ -15,7 +15,8 @@ from pymongo.errors import ConnectionFailure
 
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Forbidden
-from ..sync.engine import RecordRejected, SyncEngine
+from ..sync.engine import SyncEngine
+from ..sync.write import RecordRejected
 from .spool import FILE, Entry, Spool
 from .store import DatabaseUnavailable, DatabaseUnreachable, Store
 

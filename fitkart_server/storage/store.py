@@ -1,12 +1,11 @@
-"""The MongoDB connection: created lazily per process, indexes made once, `init-db`."""
+"""The MongoDB connection: created lazily per process, indexes made once, the engine built on it."""
 
 import logging
 import os
-import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
-from urllib.parse import urlsplit, urlunsplit
 
 import mongomock
 import pymongo
@@ -16,17 +15,15 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
-from ..model.documents import PROVENANCE_FIELD, Reject, Tombstone
+from ..model.documents import CAPABILITIES, PROVENANCE_FIELD, TOMBSTONES, Reject, Tombstone
 from ..model.entities import ENTITIES
 from ..sync.engine import Observer, SyncEngine
 from ..sync.rejects import Allowance
 from .housekeeping import Housekeeper
+from .uris import DEFAULT_DATABASE, EMBEDDED, choose_uri, database_name, redact_uri
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
-LOCAL_URI = "mongodb://localhost:27017/database"
-DEFAULT_DATABASE = "database"
 # How long one reply may take in long CLI jobs (10 minutes): see Store.for_jobs.
 JOB_SOCKET_TIMEOUT_MS = 600_000
 # FerretDB answers "not implemented" for TTL indexes on its SQLite backend.
@@ -49,59 +46,25 @@ def is_refused_login(error: Exception) -> bool:
     return isinstance(error, OperationFailure) and error.code in REFUSED_LOGIN_CODES
 
 
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Driver errors that say the database cannot serve now, raised as DatabaseUnavailable; others unchanged."""
+    try:
+        yield
+    except ConnectionFailure as error:
+        raise unavailable(error) from error
+    except OperationFailure as error:
+        if not is_refused_login(error):
+            raise
+        raise unavailable(error) from error
+
+
 def unavailable(error: PyMongoError) -> DatabaseUnavailable:
     """The DatabaseUnavailable a driver error stands for (no secrets: the class and, for a refusal, its words)."""
     if is_refused_login(error):
         # Not queued: credentials are the operator's to mend, and the client should hear so (503).
         return DatabaseUnavailable(f"database refused the login: {error.details.get('codeName', error.code)}")
     return DatabaseUnreachable(f"database unreachable: {error.__class__.__name__}")
-
-
-def database_name(uri: str) -> str:
-    """The database a MongoDB URI names, `database` when it names none."""
-    path = urlsplit(uri).path.lstrip("/")
-    return path or DEFAULT_DATABASE
-
-
-def redact_uri(uri: str) -> str:
-    """Where a MongoDB URI points, as `scheme://hosts[/database]`: never its user, password or options."""
-    # Options can hold secrets too (authMechanismProperties=AWS_SESSION_TOKEN:...), so only hosts, ports
-    # and the database are kept. The URI is split as pymongo splits it (options, path, then the last `@`),
-    # and nothing is shown unless each piece plainly is what it should be: in a malformed URI (say an
-    # unescaped `/` or `?` in a password) a secret could otherwise pass for a host or a database.
-    def plain(text: str, punctuation: str) -> bool:
-        return all(char.isalnum() or char in punctuation for char in text)
-
-    def is_port(text: str) -> bool:
-        return text.isascii() and text.isdigit() and len(text) <= 5
-
-    def is_host(host: str) -> bool:
-        if host.startswith("["):  # IPv6, `[::1]` or `[::1]:27017`
-            address, bracket, after = host[1:].partition("]")
-            port_ok = after == "" or (after.startswith(":") and is_port(after[1:]))
-            return bool(bracket and address) and plain(address, ":.%") and port_ok
-        name, colon, port = host.partition(":")  # a name, an IPv4 address or a %-encoded socket path
-        return bool(name) and plain(name, "-._~%") and (not colon or is_port(port))
-
-    scheme, _, rest = uri.strip().partition("://")
-    before_options, _, options = rest.partition("?")
-    authority, _, path = before_options.partition("/")
-    hosts = authority.rpartition("@")[2].split(",")
-    # An `@` past the hosts means credentials written with an unescaped `?` or `/`: they would pass for a host.
-    if scheme.lower() not in ("mongodb", "mongodb+srv") or not all(map(is_host, hosts)) or not plain(path, "-_.%") \
-            or "@" in options or "@" in path:
-        return "<unreadable MongoDB URI>"
-    database = path.partition(".")[0]  # `db.collection` names a collection too: the database is enough
-    return urlunsplit((scheme.lower(), ",".join(hosts), f"/{database}" if database else "", "", ""))
-
-
-def local_mongodb_answers(timeout: float = 0.3) -> bool:
-    """Whether anything accepts connections on localhost:27017."""
-    try:
-        with socket.create_connection(("localhost", 27017), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class Store:
@@ -165,16 +128,9 @@ class Store:
         """The prepared database; raises DatabaseUnavailable when it cannot serve."""
         database = self.client()[DEFAULT_DATABASE if self.embedded else database_name(self.uri)]
         if not self._prepared:
-            with self._lock:
-                try:
-                    if not self._prepared:
-                        self.prepare(database)
-                except ConnectionFailure as error:
-                    raise unavailable(error) from error
-                except OperationFailure as error:
-                    if not is_refused_login(error):
-                        raise
-                    raise unavailable(error) from error
+            with self._lock, database_errors():
+                if not self._prepared:
+                    self.prepare(database)
         if self.housekeeper is not None:
             self.housekeeper.tick(database)
         return database if self._concern is None else database.with_options(write_concern=self._concern)
@@ -229,7 +185,7 @@ class Store:
 
     def _create_tombstone_ttl(self, database: Database) -> None:
         """Let the database expire old tombstones where it can (lookups ignore them anyway)."""
-        tombstones = database[Tombstone._get_collection_name()]
+        tombstones = database[TOMBSTONES]
         seconds = self.tombstone_days * 86400
         try:
             tombstones.create_index("deleted_at", expireAfterSeconds=seconds, name="deleted_at_ttl")
@@ -290,7 +246,7 @@ class Store:
 
     def _probe_decimal128(self, database: Database) -> str | None:
         """Why this database cannot store Decimal128 (its refusal, shortened), or None when it can."""
-        probe = database["sync_capabilities"]
+        probe = database[CAPABILITIES]
         refusal = None
         for _ in range(2):  # twice: one connection dropped by chance must not pass for a refusal
             try:
@@ -316,14 +272,8 @@ class Store:
     def ping(self) -> None:
         """Ask the database to answer; raises DatabaseUnavailable when it does not."""
         database = self.database()
-        try:
+        with database_errors():
             database.client.admin.command("ping")
-        except ConnectionFailure as error:
-            raise unavailable(error) from error
-        except OperationFailure as error:
-            if not is_refused_login(error):
-                raise
-            raise unavailable(error) from error
 
 
 def _short(error: Exception) -> str:
@@ -341,15 +291,6 @@ def get_engine() -> SyncEngine:
     if "fitkart_engine" not in g:
         g.fitkart_engine = get_store().engine(allowance=g.get("fitkart_allowance"))
     return g.fitkart_engine
-
-
-def choose_uri(configured: str | None) -> str:
-    """The URI to use: the configured one, else a local MongoDB, else the embedded store."""
-    if configured:
-        return configured
-    if local_mongodb_answers():
-        return LOCAL_URI
-    return EMBEDDED
 
 
 def init_app(app: Flask) -> None:

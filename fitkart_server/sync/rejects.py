@@ -13,12 +13,10 @@ from pymongo.collection import Collection
 
 from ..bounds import MAX_REASON, ErrorBudget, cut
 from ..clock import utc_now
-from ..model.documents import Reject
 from ..model.policy import SERVICE, Caller
 
 PAYLOAD_LIMIT = 64 * 1024  # bytes of a refused payload kept
 ERRORS_LIMIT = 32 * 1024  # bytes of error text kept (50 cut errors fit well within)
-COLLECTION = Reject._get_collection_name()
 # Told (collection, result, count): `rejected`/`forbidden` for each refusal, `not_stored` past the allowance.
 Observer = Callable[[str, str, int], None]
 # Asked before anything is stored on a caller's behalf; False: the caller is past its limit, store nothing.

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable, Unprocessable
 from ..model.policy import Forbidden
 from ..storage.spool import SpoolFull
 from ..storage.store import DatabaseUnavailable, is_refused_login, unavailable
-from ..sync.engine import RecordRejected
+from ..sync.write import RecordRejected
 from .tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS = 2

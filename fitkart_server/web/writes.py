@@ -15,7 +15,8 @@ from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller, Forbidden
 from ..storage.replay import UNREACHABLE, get_replayer, get_spool
 from ..storage.store import get_engine, get_store
-from ..sync.engine import RecordRejected, SyncEngine
+from ..sync.engine import SyncEngine
+from ..sync.write import RecordRejected
 from .auth import current_caller
 
 QUEUED = "queued"
@@ -91,8 +92,8 @@ def write_batch(operations: list, *, route: str | None) -> list:
     answers: list = []
     for operation in operations:
         try:
-            kind, entity, record = engine.operation_parts(operation, caller=caller, source="client", route=route)
-            answers.append(_queue(kind, entity, record, caller, "client", route, engine))
+            write = engine.operation_write(operation, caller=caller, source="client", route=route)
+            answers.append(_queue(write.kind, write.entity, write.payload, caller, "client", route, engine))
         except (RecordRejected, Forbidden) as refusal:
             answers.append(refusal)
     return answers

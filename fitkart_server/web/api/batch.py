@@ -6,11 +6,10 @@ from flask import current_app, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from ...bounds import MAX_ECHO_BYTES
-from ...model.entities import BY_COLLECTION
-from ...sync.engine import OPERATIONS
+from ...sync.batch import OperationSchema
 from .. import writes
 from ..auth import current_caller
 from ..errors import error_body
@@ -19,15 +18,6 @@ from .bodies import json_body, record_body_doc
 
 blp = Blueprint("batch", __name__, url_prefix="/api/sync",
                 description="Many operations in one request, applied in order.")
-
-
-class OperationSchema(Schema):
-    """One operation of a batch."""
-
-    op = fields.String(required=True, validate=validate.OneOf(OPERATIONS))
-    collection = fields.String(required=True, validate=validate.OneOf(list(BY_COLLECTION)))
-    record = fields.Dict(required=True, metadata={
-        "description": "upsert: the record; delete: its key fields, its id, or user_id to clear."})
 
 
 class BatchSchema(Schema):

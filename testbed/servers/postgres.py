@@ -11,9 +11,9 @@ from pathlib import Path
 
 import psycopg
 
-from .mongo_server import free_port
+from .mongo import free_port
 
-SCHEMA = Path(__file__).resolve().parent.parent / "sql" / "fitkart_schema.sql"
+SCHEMA = Path(__file__).resolve().parent.parent.parent / "sql" / "fitkart_schema.sql"
 
 
 def installed_initdbs() -> list[str]:

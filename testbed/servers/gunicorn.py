@@ -12,9 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .mongo_server import free_port
+from .mongo import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def request(url: str, body: dict | None = None, timeout: float = 15) -> tuple[int, dict]:

@@ -1,0 +1,172 @@
+"""Batches: operations applied in order, each succeeding or failing on its own; distinct upserts in bulk.
+
+A batch of upserts of distinct records (the usual outbox flush or ingest) is decided from
+one read per table (records and tombstones by _id) and written with one unordered
+bulk_write per table; the few writes that lose a race are redone one by one. Any other
+batch (deletes, or one record twice) is applied one operation at a time.
+"""
+
+from typing import TYPE_CHECKING
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from ..model.documents import PROVENANCE_FIELD
+from ..model.entities import BY_COLLECTION
+from ..model.policy import Caller, Forbidden
+from . import deletes, upserts
+from .tombstones import key_tombstone, tombstone_ids
+from .upserts import PlannedWrite, UpsertOutcome
+from .write import OPERATIONS, RecordRejected, Write, field_errors
+
+if TYPE_CHECKING:
+    from .engine import SyncEngine
+
+
+def _one_of(choices) -> dict:
+    """The same message for a choice that is missing, null, of the wrong type or not among `choices`."""
+    message = f"Must be one of: {', '.join(choices)}."
+    return {"required": message, "null": message, "invalid": message}
+
+
+_NOT_AN_OBJECT = "Must be a JSON object."
+
+
+class OperationSchema(Schema):
+    """One operation of a batch (it both validates each operation and documents it in the API)."""
+
+    op = fields.String(required=True, validate=validate.OneOf(OPERATIONS), error_messages=_one_of(OPERATIONS))
+    collection = fields.String(required=True, validate=validate.OneOf(list(BY_COLLECTION)),
+                               error_messages=_one_of(BY_COLLECTION))
+    record = fields.Dict(required=True, error_messages={"required": _NOT_AN_OBJECT, "null": _NOT_AN_OBJECT,
+                                                        "invalid": _NOT_AN_OBJECT}, metadata={
+        "description": "upsert: the record; delete: its key fields, its id, or user_id to clear."})
+
+
+OPERATION = OperationSchema()
+
+
+def operation_write(operation, caller: Caller, source: str, route: str | None) -> Write:
+    """A batch operation as the write it asks for; refused when it is not a well-formed one."""
+    if not isinstance(operation, dict):
+        raise RecordRejected("An operation is a JSON object.")
+    try:
+        parts = OPERATION.load(operation, unknown=EXCLUDE)  # other keys are ignored, as ever
+    except ValidationError as error:
+        raise RecordRejected("Invalid operation.", field_errors(error)) from None
+    return Write(parts["op"], BY_COLLECTION[parts["collection"]], parts["record"], caller, source, route)
+
+
+def malformed(operation, caller: Caller, source: str, route: str | None) -> Write:
+    """What a refused operation is kept as: its kind as it said, no table."""
+    return Write(operation.get("op") if isinstance(operation, dict) else None, None, operation, caller, source, route)
+
+
+def apply(engine: "SyncEngine", operations: list, caller: Caller, source: str, route: str | None) -> list:
+    """Each operation's result dict, or the exception that refused it (kept in sync_rejects), in order."""
+    answers: list = [None] * len(operations)
+    planned: list[tuple[int, Write]] = []
+    for index, operation in enumerate(operations):
+        try:
+            planned.append((index, engine.operation_write(operation, caller=caller, source=source, route=route)))
+        except RecordRejected as refusal:
+            answers[index] = refusal
+    if not _distinct_upserts([write for _, write in planned]):
+        for index, write in planned:
+            answers[index] = apply_one(engine, write)
+        return answers
+    by_table: dict[str, list[tuple[int, Write, dict]]] = {}
+    for index, write in planned:
+        try:
+            values = upserts.validated(engine, write)
+        except RecordRejected as refusal:
+            answers[index] = engine.refused(write, refusal)
+            continue
+        by_table.setdefault(write.collection, []).append((index, write, values))
+    for items in by_table.values():
+        _apply_bulk(engine, items, answers)
+    return answers
+
+
+def apply_one(engine: "SyncEngine", write: Write):
+    """One operation's result, or the exception that refused it (kept in sync_rejects)."""
+    try:
+        if write.kind == "delete":
+            return {"deleted": deletes.delete(engine, write)}
+        return answer(upserts.upsert(engine, write))
+    except (RecordRejected, Forbidden) as refusal:
+        return engine.refused(write, refusal)
+
+
+def answer(outcome: UpsertOutcome) -> dict:
+    """An upsert's outcome as a batch (and the record routes) answer it."""
+    return {"result": outcome.result, "record": outcome.record}
+
+
+def _distinct_upserts(writes: list[Write]) -> bool:
+    """Whether a batch is only upserts of distinct records (the bulk path's case)."""
+    seen = set()
+    for write in writes:
+        if write.kind != "upsert":
+            return False
+        identity = (write.collection, *(str(write.payload.get(name)).lower() for name in write.entity.key))
+        if identity in seen:
+            return False
+        seen.add(identity)
+    return True
+
+
+def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answers: list) -> None:
+    """Decide the upserts of one table from one read, then write them in one bulk_write."""
+    entity = items[0][1].entity
+    collection = engine.database[entity.collection]
+    ids = [entity.key_of(values) for _, _, values in items]
+    current = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
+    wanted = [tid for _, _, values in items for tid in tombstone_ids(entity, None, values.get("id"))]
+    tombstones = engine.tombstones.find_many(wanted + [key_tombstone(entity, doc_id) for doc_id in ids])
+    writes: list[tuple[int, Write, PlannedWrite]] = []
+    for (index, write, values), doc_id in zip(items, ids, strict=True):
+        try:
+            decision = upserts.decide(engine, write, values, current.get(doc_id), tombstones.get)
+        except (RecordRejected, Forbidden) as refusal:
+            answers[index] = engine.refused(write, refusal)
+            continue
+        if isinstance(decision, UpsertOutcome):
+            answers[index] = answer(engine.noted(entity.collection, decision))
+        else:
+            writes.append((index, write, decision))
+    if writes:
+        _write_bulk(engine, writes, answers)
+
+
+def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrite]], answers: list) -> None:
+    """One unordered bulk_write of planned writes; those that lost a race are redone alone."""
+    entity = writes[0][1].entity
+    collection = engine.database[entity.collection]
+    try:
+        collection.bulk_write([InsertOne(planned.insert) if planned.insert is not None
+                               else UpdateOne(*planned.update) for _, _, planned in writes], ordered=False)
+        failed = {}
+    except BulkWriteError as error:
+        failed = {failure["index"]: failure for failure in error.details.get("writeErrors", [])}
+    # An update whose guard no longer matched wrote nothing: find those by their version.
+    expected = {planned.doc_id: planned.result[PROVENANCE_FIELD]["version"]
+                for _, _, planned in writes if planned.update is not None}
+    stored = {}
+    if expected:
+        stored = {doc["_id"]: (doc.get(PROVENANCE_FIELD) or {}).get("version")
+                  for doc in collection.find({"_id": {"$in": list(expected)}}, {PROVENANCE_FIELD: 1})}
+    for position, (index, write, planned) in enumerate(writes):
+        missed = planned.update is not None and stored.get(planned.doc_id) != expected[planned.doc_id]
+        refused = failed.get(position)
+        if refused is not None and not upserts.is_collision(refused):
+            # Refused for its content: the same write alone would be refused again, so say so now.
+            refusal = RecordRejected(f"The database refused the record: {refused.get('errmsg', '')}")
+            answers[index] = engine.refused(write, refusal)
+        elif refused is not None or missed:
+            answers[index] = apply_one(engine, write)  # lost a race: redo it alone, with the full rules
+        else:
+            outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
+                                    engine.show(entity, planned.result))
+            answers[index] = answer(engine.noted(entity.collection, outcome))

@@ -1,0 +1,171 @@
+"""Upserts: create or merge one record by its key; refuse stale versions, deleted ids and other users' rows."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import bson
+from bson.errors import InvalidDocument
+from marshmallow import ValidationError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
+
+from ..bounds import MAX_RECORD_BYTES
+from ..clock import as_utc
+from ..model.documents import PROVENANCE_FIELD
+from .tombstones import Finder
+from .write import RecordRejected, Write, field_errors, missing, provenance
+
+if TYPE_CHECKING:
+    from .engine import SyncEngine
+
+log = logging.getLogger(__name__)
+# Optimistic writes retry when another writer got in between; this many is plenty.
+MAX_ATTEMPTS = 10
+DUPLICATE_KEY = 11000
+DUPLICATE = "Another record already holds a unique value of this one (its id, or its key)."
+
+
+@dataclass(frozen=True)
+class PlannedWrite:
+    """A write an upsert decided on: an insert, or a guarded update; and the record it leaves."""
+
+    doc_id: str
+    insert: dict | None
+    update: tuple[dict, dict] | None
+    result: dict
+
+
+@dataclass(frozen=True)
+class UpsertOutcome:
+    """What an upsert did (`created`, `updated`, `unchanged`, `stale`) and the stored record."""
+
+    result: str
+    record: dict | None
+
+
+def upsert(engine: "SyncEngine", write: Write) -> UpsertOutcome:
+    """Create or merge one record, retrying the compare-and-set when another writer got in between."""
+    entity = write.entity
+    values = validated(engine, write)
+    collection = engine.database[entity.collection]
+    # The key is the document's _id: one primary-key lookup, and uniqueness for free.
+    doc_id = entity.key_of(values)
+    for _ in range(MAX_ATTEMPTS):
+        decision = decide(engine, write, values, collection.find_one({"_id": doc_id}), engine.tombstones.find)
+        if isinstance(decision, UpsertOutcome):
+            return engine.noted(entity.collection, decision)
+        outcome = make(engine, write, decision)
+        if outcome is not None:
+            if write.authoritative:
+                engine.tombstones.forget(entity, values)
+            return engine.noted(entity.collection, outcome)
+    raise RecordRejected("Too many concurrent writes to this record; try again.")
+
+
+def validated(engine: "SyncEngine", write: Write) -> dict:
+    """The payload validated (422 naming each bad field), keyed, and in storage form."""
+    entity = write.entity
+    try:
+        values = entity.schema.load(write.payload, partial=True)
+    except ValidationError as error:
+        raise RecordRejected("Invalid record.", field_errors(error)) from None
+    except (ArithmeticError, ValueError, TypeError) as error:
+        # Content no validator foresaw must cost its sender a 422, never the server a 500.
+        log.warning("Unforeseen invalid %s record: %s", entity.collection, error.__class__.__name__)
+        raise RecordRejected("Invalid record: a value could not be read.") from None
+    missing_key = [name for name in entity.key if name not in values]
+    if missing_key:
+        raise RecordRejected("The record lacks its key.", missing(missing_key))
+    return engine.to_storage(entity, values)
+
+
+def decide(engine: "SyncEngine", write: Write, values: dict, current: dict | None,
+           find_tombstone: Finder) -> UpsertOutcome | PlannedWrite:
+    """What an upsert does to the stored record: a final answer, or the write to make."""
+    entity = write.entity
+    if current is None:
+        if not write.authoritative and engine.tombstones.binds(entity, values, find_tombstone, write.writer):
+            return UpsertOutcome("stale", None)
+        absent = [name for name in entity.required_on_create if name not in values]
+        if absent:
+            raise RecordRejected("A new record needs every NOT NULL column that has no default.", missing(absent))
+    # Before any answer about the stored record, so nothing leaks (Forbidden).
+    entity.rules.check_write(write.caller, values, current, engine.database)
+    if current is None:
+        document = {"_id": entity.key_of(values), **engine.to_storage(entity, entity.insert_defaults),
+                    **values, PROVENANCE_FIELD: provenance(write.source, 1)}
+        refuse_oversized(document)
+        return PlannedWrite(document["_id"], document, None, document)
+    if not write.authoritative and is_stale(engine, write, current, values, find_tombstone):
+        return UpsertOutcome("stale", engine.show(entity, current))
+    changes = {name: value for name, value in values.items() if name not in current or current[name] != value}
+    if not changes:
+        return UpsertOutcome("unchanged", engine.show(entity, current))
+    version = (current.get(PROVENANCE_FIELD) or {}).get("version")
+    # The version guard makes this a compare-and-set: no lock, a retry on a lost race.
+    guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
+    written = {**changes, PROVENANCE_FIELD: provenance(write.source, (version or 0) + 1)}
+    result = {**current, **written}
+    refuse_oversized(result)
+    return PlannedWrite(current["_id"], None, (guard, {"$set": written}), result)
+
+
+def make(engine: "SyncEngine", write: Write, planned: PlannedWrite) -> UpsertOutcome | None:
+    """Make one planned write; None when another writer got there first (retry)."""
+    collection = engine.database[write.entity.collection]
+    try:
+        if planned.insert is not None:
+            collection.insert_one(planned.insert)
+        elif collection.update_one(*planned.update).matched_count == 0:
+            return None
+    except DuplicateKeyError:
+        if collection.find_one({"_id": planned.doc_id}, {"_id": 1}) is not None:
+            return None  # lost the race to create it: merge into the winner instead
+        raise RecordRejected(DUPLICATE) from None
+    except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
+        raise database_refusal(error) from None
+    return UpsertOutcome("created" if planned.insert is not None else "updated",
+                         engine.show(write.entity, planned.result))
+
+
+def is_stale(engine: "SyncEngine", write: Write, current: dict, values: dict, find_tombstone: Finder) -> bool:
+    """Whether `values` is older than the stored record, or names a deleted Supabase id."""
+    entity = write.entity
+    if is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)):
+        return True
+    return values.get("id") not in (None, current.get("id")) and engine.tombstones.binds(
+        entity, {"id": values["id"]}, find_tombstone, write.writer)
+
+
+def is_older(stamp: datetime | None, stored: datetime | None) -> bool:
+    """Whether a version's timestamp is older than the stored one's (unknown is never older)."""
+    return stamp is not None and stored is not None and as_utc(stamp) < as_utc(stored)
+
+
+def refuse_oversized(document: dict) -> None:
+    """Refuse a write that would leave a record over MAX_RECORD_BYTES (columns merge across writes)."""
+    try:
+        size = len(bson.encode(document))
+    except InvalidDocument:
+        return  # the database will refuse it, and say why
+    if size > MAX_RECORD_BYTES:
+        raise RecordRejected(f"The record would be {size:,} bytes stored; at most {MAX_RECORD_BYTES:,} are kept.")
+
+
+def is_collision(write_error: dict) -> bool:
+    """Whether a bulk write error is a duplicate key (a race, or another record's unique value)."""
+    # FerretDB v1 reports a unique violation on update as an internal error, not E11000.
+    return write_error.get("code") == DUPLICATE_KEY or "UNIQUE constraint failed" in str(write_error.get("errmsg"))
+
+
+def database_refusal(error: Exception) -> RecordRejected:
+    """The refusal of a write the database refused for its content; re-raises any other failure."""
+    if isinstance(error, DuplicateKeyError) or "UNIQUE constraint failed" in str(error):
+        # FerretDB v1 reports a unique violation on update as InternalError, not E11000.
+        return RecordRejected(DUPLICATE)
+    if isinstance(error, WriteError | InvalidDocument | DocumentTooLarge):
+        details = getattr(error, "details", None) or {}
+        reason = str(details.get("errmsg") or error).split(", full error:")[0]
+        return RecordRejected(f"The database refused the record: {reason}")
+    raise error

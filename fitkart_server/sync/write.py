@@ -1,0 +1,69 @@
+"""One write as asked (what, by whom, from where), and how a refusal of it is raised."""
+
+from dataclasses import dataclass
+
+from marshmallow import ValidationError
+
+from ..bounds import MAX_REASON, cut
+from ..clock import utc_now
+from ..model.entities import Entity
+from ..model.policy import SERVICE, Caller
+
+OPERATIONS = ("upsert", "delete")
+MISSING = "Missing data for required field."
+
+
+class RecordRejected(Exception):
+    """A write the engine refused (422); the engine's entry point keeps it in `sync_rejects`."""
+
+    def __init__(self, message: str, errors: dict | None = None) -> None:
+        message = cut(message, MAX_REASON)  # a database's refusal can quote the whole record
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+
+@dataclass(frozen=True)
+class Write:
+    """One upsert or delete as asked; every rule reads its context from here.
+
+    `authoritative` (repairs from Supabase, the source of truth) skips the staleness and
+    tombstone checks and clears the record's tombstones.
+    """
+
+    kind: object  # "upsert" or "delete"; whatever a malformed batch operation said
+    entity: Entity | None  # None: a batch operation that names no known table
+    payload: object
+    caller: Caller = SERVICE
+    source: str = "client"
+    route: str | None = None
+    authoritative: bool = False
+
+    @property
+    def collection(self) -> str | None:
+        """The table written to, when known."""
+        return self.entity.collection if self.entity else None
+
+    @property
+    def writer(self) -> str | None:
+        """Whom a client's tombstone binds: the signed-in user, else the role; None for Supabase's own writes."""
+        if self.source != "client":
+            return None
+        return f"user:{self.caller.user_id}" if self.caller.user_id else f"role:{self.caller.role}"
+
+
+def field_errors(error: ValidationError) -> dict:
+    """Marshmallow's messages as a field → reasons mapping."""
+    messages = error.messages
+    return messages if isinstance(messages, dict) else {"_schema": list(messages)}
+
+
+def missing(names) -> dict:
+    """Each of `names` reported as a missing field."""
+    return {name: [MISSING] for name in names}
+
+
+def provenance(source: str, version: int) -> dict:
+    """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
+    return {"written_at": utc_now(), "source": source, "version": version}
+

@@ -1,0 +1,58 @@
+"""The layers of docs/architecture.md hold: each module imports from its own layer or those below, never above."""
+
+import ast
+from pathlib import Path
+
+import fitkart_server
+
+PACKAGE = Path(fitkart_server.__file__).parent
+BASE = {"config", "clock", "bounds", "version"}
+# What each layer may import (besides itself); the app factory (__init__) may import everything.
+MAY_IMPORT = {
+    "base": set(),
+    "model": {"base"},
+    "sync": {"model", "base"},
+    "storage": {"sync", "model", "base"},
+    "web": {"storage", "sync", "model", "base"},
+    "reconcile": {"storage", "sync", "model", "base"},
+    "ops": {"web", "reconcile", "storage", "sync", "model", "base"},
+}
+
+
+def layer(parts: list[str]) -> str:
+    """The layer of a module given by its dotted parts inside the package."""
+    return "base" if parts[0] in BASE else parts[0]
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The layers a module's relative imports reach."""
+    module = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    reached = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            target = module[:-node.level] + (node.module.split(".") if node.module else [])
+            named = [[*target, alias.name] for alias in node.names] if not node.module else [target]
+            reached |= {layer(parts) for parts in named if parts}
+    return reached
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """Checked on every module of the package, so a new upward import fails here first."""
+    modules = [path for path in PACKAGE.rglob("*.py") if path.parent != PACKAGE or path.stem in BASE]
+    assert len(modules) > 30
+    wrong = {}
+    for path in modules:
+        own = layer(list(path.relative_to(PACKAGE).with_suffix("").parts))
+        beyond = imported_layers(path) - MAY_IMPORT[own] - {own}
+        if beyond:
+            wrong[str(path.relative_to(PACKAGE))] = sorted(beyond)
+    assert not wrong
+
+
+def test_the_sync_engine_knows_nothing_of_flask():
+    """The engine is plain Python over pymongo: every write path can call it."""
+    for path in (PACKAGE / "sync").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not any(name.split(".")[0] in ("flask", "flask_smorest", "werkzeug") for name in names), path
