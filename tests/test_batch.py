@@ -87,3 +87,17 @@ def test_a_batch_of_distinct_upserts_is_decided_together_with_the_same_rules(cli
     again = client.post("/api/sync/batch", json={"operations": [
         {"op": "upsert", "collection": "orders", "record": stale_order}]}).json["results"]
     assert again[0]["result"] == "stale" and again[0]["record"]["status"] == "shipped"
+
+
+def test_refusals_are_kept_in_the_order_the_operations_came(client, mongo):
+    """A malformed operation is refused where it stands: the batch's shared field-error budget and the
+    rejects kept follow the operations' order, whichever way the batch is applied."""
+    noisy = {**cart_item(), **{f"$k{n}": 1 for n in range(60)}}  # 60 keys MongoDB cannot store: 60 field errors
+    operations = [{"op": "upsert", "collection": "cart_items", "record": noisy},
+                  {"op": "bogus", "collection": "cart_items", "record": {}}]
+    results = client.post("/api/sync/batch", json={"operations": operations}).json["results"]
+    first, second = (result["error"]["errors"]["json"] for result in results)
+    assert len([name for name in first if name != "_more"]) == 50 and "_more" in first
+    assert list(second) == ["_more"]  # the budget was spent by the operation before it
+    kept = [reject["op"] for reject in mongo.sync_rejects.find().sort("at", 1)]
+    assert kept == ["upsert", "bogus"]

@@ -24,7 +24,6 @@ def database_or_exit():
         sys.exit(ERROR)
 
 
-
 @click.command("init-db")
 @with_appcontext
 def init_db_command() -> None:

@@ -65,19 +65,14 @@ def malformed(operation, caller: Caller, source: str, route: str | None) -> Writ
 
 def apply(engine: "SyncEngine", operations: list, caller: Caller, source: str, route: str | None) -> list:
     """Each operation's result dict, or the exception that refused it (kept in sync_rejects), in order."""
+    writes = _well_formed(operations, caller, source, route)
+    if writes is None or not _distinct_upserts(writes):
+        # In order, each operation read as it is reached: refusals are kept (and the caller's allowance
+        # spent) in the order the operations came.
+        return [_apply_operation(engine, operation, caller, source, route) for operation in operations]
     answers: list = [None] * len(operations)
-    planned: list[tuple[int, Write]] = []
-    for index, operation in enumerate(operations):
-        try:
-            planned.append((index, engine.operation_write(operation, caller=caller, source=source, route=route)))
-        except RecordRejected as refusal:
-            answers[index] = refusal
-    if not _distinct_upserts([write for _, write in planned]):
-        for index, write in planned:
-            answers[index] = apply_one(engine, write)
-        return answers
     by_table: dict[str, list[tuple[int, Write, dict]]] = {}
-    for index, write in planned:
+    for index, write in enumerate(writes):
         try:
             values = upserts.validated(engine, write)
         except RecordRejected as refusal:
@@ -87,6 +82,23 @@ def apply(engine: "SyncEngine", operations: list, caller: Caller, source: str, r
     for items in by_table.values():
         _apply_bulk(engine, items, answers)
     return answers
+
+
+def _well_formed(operations: list, caller: Caller, source: str, route: str | None) -> list[Write] | None:
+    """Every operation as its write, or None when any is malformed (nothing is kept here)."""
+    try:
+        return [operation_write(operation, caller, source, route) for operation in operations]
+    except RecordRejected:
+        return None
+
+
+def _apply_operation(engine: "SyncEngine", operation, caller: Caller, source: str, route: str | None):
+    """One operation's result, or the exception that refused it (kept in sync_rejects)."""
+    try:
+        write = engine.operation_write(operation, caller=caller, source=source, route=route)
+    except RecordRejected as refusal:
+        return refusal
+    return apply_one(engine, write)
 
 
 def apply_one(engine: "SyncEngine", write: Write):

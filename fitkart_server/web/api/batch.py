@@ -51,11 +51,11 @@ class Batch(MethodView):
         if not isinstance(operations, list):
             problem = {"operations": ["Must be a list of operations."]}
             writes.record_reject(reason="Invalid batch.", errors=problem, payload=body, route=request.path,
-                                   collection=None, operation="batch", caller=current_caller())
+                                 collection=None, operation="batch", caller=current_caller())
             abort(422, message="Invalid batch.", errors={"json": problem})
         if len(operations) > limit:
             writes.record_reject(reason=f"More than {limit} operations.", errors={}, payload=body,
-                                   route=request.path, collection=None, operation="batch", caller=current_caller())
+                                 route=request.path, collection=None, operation="batch", caller=current_caller())
             abort(413, message=f"At most {limit} operations per batch (FITKART_MAX_BATCH); "
                                "split it and send the parts in order.")
         # Authorized and validated one by one; a refusal takes its operation's place. While the

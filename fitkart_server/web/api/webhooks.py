@@ -63,7 +63,7 @@ class SupabaseWebhook(MethodView):
         if errors:
             errors = ErrorBudget().take(errors)  # 60,000 unknown keys are one short answer
             writes.record_reject(reason="Invalid webhook payload.", errors=errors, payload=body,
-                                   route=request.path, collection=None, operation="webhook", source="webhook")
+                                 route=request.path, collection=None, operation="webhook", source="webhook")
             abort(422, message="Invalid webhook payload.", errors={"json": errors})
         entity = BY_COLLECTION.get(body["table"])
         if entity is None or body.get("schema", "public") != "public":
@@ -71,8 +71,8 @@ class SupabaseWebhook(MethodView):
         # Supabase does not retry a webhook: while the database is away it is queued (202), not lost.
         if body["type"] == "DELETE":
             answer, status = writes.write("delete", entity, body.get("old_record") or {}, route=request.path,
-                                            source="webhook")
+                                          source="webhook")
         else:
             answer, status = writes.write("upsert", entity, body.get("record") or {}, route=request.path,
-                                            source="webhook")
+                                          source="webhook")
         return jsonify(answer), status
