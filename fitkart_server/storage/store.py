@@ -67,6 +67,14 @@ def unavailable(error: PyMongoError) -> DatabaseUnavailable:
     return DatabaseUnreachable(f"database unreachable: {error.__class__.__name__}")
 
 
+def write_concern_for(setting: str, hello: dict) -> WriteConcern:
+    """FITKART_WRITE_CONCERN for a server that answered `hello` so: `auto` is majority against a replica set
+    (its reply names its `setName`) or a sharded cluster (a mongos says `msg: isdbgrid`), else 1."""
+    if setting == "auto":
+        setting = "majority" if hello.get("setName") or hello.get("msg") == "isdbgrid" else "1"
+    return WriteConcern(w=int(setting) if setting.isdigit() else setting)
+
+
 class Store:
     """One app's database: a client per process (fork-safe), prepared on first use."""
 
@@ -205,11 +213,9 @@ class Store:
         """FITKART_WRITE_CONCERN: majority against a replica set, 1 standalone, unless set."""
         if self.embedded:
             return None
-        setting = self.write_concern
-        if setting == "auto":
-            hello = database.client.admin.command("hello")
-            setting = "majority" if hello.get("setName") or hello.get("msg") == "isdbgrid" else "1"
-        return WriteConcern(w=int(setting) if setting.isdigit() else setting)
+        # Only `auto` needs to know what the server is: asking costs a round trip.
+        hello = database.client.admin.command("hello") if self.write_concern == "auto" else {}
+        return write_concern_for(self.write_concern, hello)
 
     def _choose_decimal_mode(self, database: Database) -> None:
         """Resolve FITKART_DECIMAL_MODE (`auto`: decimal128 where the database stores it, else double); log it once."""
