@@ -45,7 +45,7 @@ def test_batch_over_the_limit_is_413(app, client, mongo):
     response = client.post("/api/sync/batch", json={"operations": operations})
     assert response.status_code == 413 and "FITKART_MAX_BATCH" in response.json["message"]
     assert mongo.cart_items.count_documents({}) == 0
-    assert mongo.sync_rejects.count_documents({"op": "batch"}) == 1
+    assert mongo.sync_rejects.count_documents({"op": "batch", "status": 413}) == 1
 
 
 def test_batch_body_must_hold_a_list_of_operations(client, mongo):

@@ -15,14 +15,18 @@ from testbed.data.records import cart_item
     ("post", "/api/sync/cart_items", {"data": "id=1", "content_type": "application/x-www-form-urlencoded"},
      415),
     ("post", "/api/sync/cart_items", {"json": {"id": "1"}}, 422),
+    ("get", "/api/sync/cart_items?limit=100000000", {}, 422),
+    ("delete", "/api/sync/cart_items?user_id=not-a-uuid", {}, 422),
 ])
 def test_errors_are_json(client, method, path, kwargs, status):
-    """400, 404, 405, 413, 415 and 422 all answer {code, status, message}."""
+    """400, 404, 405, 413, 415 and 422 (for a body or a query string) all answer {code, status, message}."""
     response = getattr(client, method)(path, **kwargs)
     assert response.status_code == status
     assert response.is_json
     assert response.json["code"] == status and response.json["status"] and response.json["message"]
     assert "<html" not in response.get_data(as_text=True).lower()
+    if "?" in path:
+        assert response.json["message"] == "Invalid query string."
 
 
 def test_unexpected_failure_is_a_json_500_without_a_trace(app, client, monkeypatch):

@@ -2,8 +2,11 @@
 
 import itertools
 import random
+from datetime import datetime
+from decimal import Decimal
 
 import pytest
+from bson.decimal128 import Decimal128
 
 from testbed.data import records
 from testbed.data.records import new_id, stamp
@@ -13,8 +16,12 @@ HEADERS = {"X-Webhook-Secret": SECRET}
 MAKERS = {"profiles": records.profile, "products": records.product, "orders": records.order,
           "cart_items": records.cart_item, "wishlist_items": records.wishlist_item,
           "user_roles": records.user_role}
-CHANGE = {"profiles": {"full_name": "Asha R"}, "products": {"price": 999.0}, "orders": {"status": "shipped"},
+CHANGE = {"profiles": {"full_name": "Asha R"}, "products": {"price": 1299.99}, "orders": {"status": "shipped"},
           "cart_items": {"quantity": 4}, "wishlist_items": {"note": "gift"}, "user_roles": {"role": "seller"}}
+KEYS = {"profiles": "user_id", "user_roles": "user_id"}  # the field a row is found by; the others: id
+TIMESTAMPS = ("created_at", "updated_at")
+MONEY = ("price", "total_amount")
+MONEY_TYPES = {"double": float, "decimal128": Decimal128, "string": str}
 
 
 @pytest.fixture
@@ -34,19 +41,41 @@ def deliver(client, payload: dict, headers: dict = HEADERS):
     return client.post("/api/webhooks/supabase", json=payload, headers=headers)
 
 
+def assert_mirrors(document: dict | None, row: dict, decimal_mode: str) -> None:
+    """The stored document holds the row's columns and no others, each with the value Supabase sent.
+
+    Timestamps are UTC dates equal to the sent ones at BSON's millisecond precision; money is a number of the
+    decimal mode's type equal to the sent amount; arrays, jsonb and every other column are stored as sent.
+    """
+    assert document is not None, row
+    stored = {field: value for field, value in document.items() if field not in ("_id", "_fitkart")}
+    assert set(stored) == set(row)
+    for field, sent in row.items():
+        value = stored[field]
+        if field in TIMESTAMPS:
+            expected = datetime.fromisoformat(sent)
+            assert value == expected.replace(microsecond=expected.microsecond // 1000 * 1000), (field, value, sent)
+        elif field in MONEY:
+            assert isinstance(value, MONEY_TYPES[decimal_mode]), (field, value)
+            amount = value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
+            assert amount == Decimal(str(sent)), (field, value, sent)
+        else:
+            assert value == sent and isinstance(value, type(sent)), (field, value, sent)
+
+
 @pytest.mark.parametrize("table", MAKERS)
-def test_insert_update_delete_for_every_table(hooks, mongo, table):
+def test_insert_update_delete_for_every_table(hooks, mongo, decimal_mode, table):
     """INSERT creates, UPDATE changes, DELETE removes (by old_record), each with provenance `webhook`."""
     row = MAKERS[table]()
     assert deliver(hooks, event("INSERT", table, row)).json["result"] == "created"
     assert mongo[table].find_one()["_fitkart"]["source"] == "webhook"
+    assert_mirrors(mongo[table].find_one(), row, decimal_mode)
     changed = {**row, **CHANGE[table]}
     if "updated_at" in row:
         changed["updated_at"] = stamp(30)
     assert deliver(hooks, event("UPDATE", table, changed, row)).json["result"] == "updated"
-    field, value = next(iter(CHANGE[table].items()))
-    stored = mongo[table].find_one()
-    assert float(str(stored[field])) == value if field == "price" else stored[field] == value
+    assert mongo[table].count_documents({}) == 1
+    assert_mirrors(mongo[table].find_one(), changed, decimal_mode)
     assert deliver(hooks, event("DELETE", table, None, changed)).json == {"deleted": 1}
     assert mongo[table].count_documents({}) == 0
 
@@ -104,7 +133,7 @@ def history() -> tuple[list[dict], dict[str, dict[str, dict]]]:
             versions = [row, {**row, "updated_at": stamp(2)}, {**row, **CHANGE[table], "updated_at": stamp(3)}]
             events.append(event("INSERT", table, versions[0]))
             events += [event("UPDATE", table, new, old) for old, new in itertools.pairwise(versions)]
-            key = row["user_id"] if table in ("profiles", "user_roles") else row["id"]
+            key = row[KEYS.get(table, "id")]
             if index % 2:
                 events.append(event("DELETE", table, None, versions[-1]))
             else:
@@ -120,7 +149,7 @@ def history() -> tuple[list[dict], dict[str, dict[str, dict]]]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_shuffled_and_repeated_deliveries_converge(hooks, mongo, seed):
+def test_shuffled_and_repeated_deliveries_converge(hooks, mongo, decimal_mode, seed):
     """Whatever the order, and with repeats, the mirror ends in the state Supabase is in."""
     events, final = history()
     shuffler = random.Random(seed)
@@ -129,11 +158,8 @@ def test_shuffled_and_repeated_deliveries_converge(hooks, mongo, seed):
     for payload in stream:
         assert deliver(hooks, payload).status_code == 200
     for table, expected in final.items():
-        stored = {doc["user_id"] if table in ("profiles", "user_roles") else doc["id"]: doc
-                  for doc in mongo[table].find({}, {"_id": 0, "_fitkart": 0})}
+        stored = {doc[KEYS.get(table, "id")]: doc for doc in mongo[table].find()}
         assert set(stored) == set(expected), table
-        for key, row in expected.items():
-            changed_field = next(iter(CHANGE[table]))
-            if changed_field in row and changed_field != "price":
-                assert stored[key][changed_field] == row[changed_field], (table, key)
+        for key, row in expected.items():  # every column of the last version, with its value
+            assert_mirrors(stored[key], row, decimal_mode)
     assert mongo.sync_rejects.count_documents({}) == 0

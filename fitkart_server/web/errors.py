@@ -55,8 +55,12 @@ def init_app(app: Flask, api: Api) -> None:
         return api.handle_http_exception(as_http_error(error))
 
     def handle_http(error: HTTPException):
-        if not getattr(error, "data", None):  # say why, e.g. which JSON was malformed
-            error.data = {"message": error.description}
+        data = getattr(error, "data", None) or {}
+        if "message" not in data:  # say why, e.g. which JSON was malformed, or that the query string is invalid
+            places = {"query": "query string", "json": "body"}
+            invalid = [name for place, name in places.items() if place in data.get("messages", {})]
+            message = f"Invalid {' and '.join(invalid)}." if invalid else error.description
+            error.data = {**data, "message": message}
         return api.handle_http_exception(error)
 
     def handle_refused_login(error: OperationFailure):

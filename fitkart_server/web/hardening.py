@@ -3,11 +3,13 @@
 import json
 import logging
 import re
+from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import BadRequest
 
-from ..bounds import cut_bytes
+from ..bounds import MAX_MESSAGE, cut, cut_bytes
 
 MAX_JSON_DEPTH = 32
 # A log record's message, and a trace's text, are cut to this many bytes: no request can make
@@ -54,6 +56,16 @@ class StrictJSONProvider(DefaultJSONProvider):
         if json_depth(value) > MAX_JSON_DEPTH:
             raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return value
+
+
+class StrictRequest(Request):
+    """A request whose malformed JSON is answered 400 with the reason (Flask's own answer says only "bad request")."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if e is None:  # not JSON at all: Flask's own 415
+            return super().on_json_loading_failed(e)
+        # The parser's reason names a position or a limit, never the body's content.
+        raise BadRequest(f"Malformed JSON: {cut(str(e), MAX_MESSAGE)}") from e
 
 
 def redact(text: str) -> str:
@@ -108,5 +120,6 @@ def add_security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Strict JSON parsing, security headers and log redaction for this app."""
     app.json = StrictJSONProvider(app)
+    app.request_class = StrictRequest
     app.after_request(add_security_headers)
     install_log_redaction()

@@ -54,7 +54,7 @@ class Batch(MethodView):
                                  collection=None, operation="batch", caller=current_caller())
             abort(422, message="Invalid batch.", errors={"json": problem})
         if len(operations) > limit:
-            writes.record_reject(reason=f"More than {limit} operations.", errors={}, payload=body,
+            writes.record_reject(reason=f"More than {limit} operations.", errors={}, payload=body, status=413,
                                  route=request.path, collection=None, operation="batch", caller=current_caller())
             abort(413, message=f"At most {limit} operations per batch (FITKART_MAX_BATCH); "
                                "split it and send the parts in order.")
