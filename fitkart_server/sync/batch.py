@@ -12,7 +12,6 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from ..model.documents import PROVENANCE_FIELD
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Caller, Forbidden
 from . import deletes, upserts
@@ -157,20 +156,22 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
     entity = writes[0][1].entity
     collection = engine.database[entity.collection]
     try:
-        collection.bulk_write([InsertOne(planned.insert) if planned.insert is not None
-                               else UpdateOne(*planned.update) for _, _, planned in writes], ordered=False)
-        failed = {}
+        result = collection.bulk_write([InsertOne(planned.insert) if planned.insert is not None
+                                        else UpdateOne(*planned.update) for _, _, planned in writes], ordered=False)
+        failed, matched = {}, result.matched_count
     except BulkWriteError as error:
         failed = {failure["index"]: failure for failure in error.details.get("writeErrors", [])}
-    # An update whose guard no longer matched wrote nothing: find those by their version.
-    expected = {planned.doc_id: planned.result[PROVENANCE_FIELD]["version"]
-                for _, _, planned in writes if planned.update is not None}
-    stored = {}
-    if expected:
-        stored = {doc["_id"]: (doc.get(PROVENANCE_FIELD) or {}).get("version")
-                  for doc in collection.find({"_id": {"$in": list(expected)}}, {PROVENANCE_FIELD: 1})}
+        matched = error.details.get("nMatched", 0)
+    updates = [planned for position, (_, _, planned) in enumerate(writes)
+               if planned.update is not None and position not in failed]
+    lost: set[str] = set()
+    if matched < len(updates):
+        # Some guard no longer matched: another writer got in between. Which one is told by what is stored,
+        # not by the version number alone (a writer that read the same version writes that same number).
+        stored = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": [planned.doc_id for planned in updates]}})}
+        lost = {planned.doc_id for planned in updates if not _holds(stored.get(planned.doc_id), planned.update[1])}
     for position, (index, write, planned) in enumerate(writes):
-        missed = planned.update is not None and stored.get(planned.doc_id) != expected[planned.doc_id]
+        missed = planned.update is not None and planned.doc_id in lost
         refused = failed.get(position)
         if refused is not None and not upserts.is_collision(refused):
             # Refused for its content: the same write alone would be refused again, so say so now.
@@ -182,3 +183,8 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
             outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
                                     engine.show(entity, planned.result))
             answers[index] = answer(engine.noted(entity.collection, outcome))
+
+
+def _holds(stored: dict | None, update: dict) -> bool:
+    """Whether a stored document holds every value an update set (its provenance included): the update landed."""
+    return stored is not None and all(stored.get(name) == value for name, value in update["$set"].items())
