@@ -7,26 +7,40 @@ import pymongo
 import pytest
 
 from fitkart_server import create_app
-from testbed.servers.mongo import MongoServer
+from testbed.servers.mongo import MongoServer, ServerKind
+
+
+def decimal128_override() -> bool | None:
+    """FITKART_TEST_DECIMAL128 (1: the server stores Decimal128, anything else: it does not); None when unset.
+
+    Not needed (the server is asked), but honoured when set.
+    """
+    setting = os.environ.get("FITKART_TEST_DECIMAL128", "").strip()
+    return None if not setting else setting == "1"
 
 
 @pytest.fixture(scope="session")
 def mongo_server():
-    """A MongoDB-compatible server for the whole run; FITKART_TEST_MONGODB_URI reuses one."""
+    """The MongoDB-compatible server for the whole run (FITKART_TEST_MONGODB_URI reuses one), as a ServerKind.
+
+    Whether it is FerretDB and whether it stores Decimal128 are asked of the server itself.
+    """
     external = os.environ.get("FITKART_TEST_MONGODB_URI")
     if external:
-        yield external.rstrip("/"), os.environ.get("FITKART_TEST_DECIMAL128") == "1"
+        yield ServerKind.of(external, decimal128_override())
         return
     # No skip: a test that needs the server fails when none can start.
     server = MongoServer().start()
-    yield server.base_uri, server.supports_decimal128
-    server.remove()
+    try:
+        yield ServerKind.of(server.base_uri, decimal128_override())
+    finally:
+        server.remove()
 
 
 @pytest.fixture
 def database_uri(mongo_server):
     """The URI of a fresh database, dropped after the test."""
-    base_uri, _ = mongo_server
+    base_uri = mongo_server.uri
     name = f"test_{uuid.uuid4().hex[:12]}"
     yield f"{base_uri}/{name}"
     # Guard: only ever drop what this fixture named.
@@ -55,9 +69,8 @@ def own_database():
 
 @pytest.fixture
 def decimal_mode(mongo_server) -> str:
-    """decimal128 where the server has it; FerretDB v1 does not, so it runs in double mode."""
-    _, supports_decimal128 = mongo_server
-    return "decimal128" if supports_decimal128 else "double"
+    """decimal128 where the server stores it; FerretDB v1 does not, so it runs in double mode."""
+    return mongo_server.decimal_mode
 
 
 def close(app) -> None:

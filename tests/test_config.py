@@ -33,16 +33,44 @@ def test_no_uri_with_a_local_mongodb_uses_it(app_with_uri, monkeypatch):
     assert (store.uri, store.embedded) == ("mongodb://localhost:27017/database", False)
 
 
-def test_local_mongodb_probe_sees_a_listener(mongo_server, monkeypatch):
-    """The probe reports what really listens (checked against the test server's port)."""
-    base_uri, _ = mongo_server
-    host, port = base_uri.removeprefix("mongodb://").split(":")
+def fake_local_listener(monkeypatch, target: tuple[str, int] | None) -> list[tuple]:
+    """Make `localhost:27017`, and only it, reach `target` (None: nothing listens); the addresses asked for.
+
+    Any other address fails the test: the probe must look where the default URI points.
+    """
     import socket
 
     real_connect = socket.create_connection
-    monkeypatch.setattr(socket, "create_connection",
-                        lambda address, timeout: real_connect((host, int(port)), timeout=timeout))
+    asked: list[tuple] = []
+
+    def create_connection(address, timeout=None, *args, **kwargs):
+        asked.append(tuple(address))
+        if tuple(address) != ("localhost", 27017):
+            pytest.fail(f"the local probe asked for {address!r}, not localhost:27017")
+        if target is None:
+            raise ConnectionRefusedError(111, "Connection refused (nothing listens here in this test)")
+        return real_connect(target, timeout=timeout)
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return asked
+
+
+def test_local_mongodb_probe_sees_a_listener(mongo_server, monkeypatch):
+    """The probe asks localhost:27017 and reports what really listens there (the test server, standing in)."""
+    host, port = mongo_server.uri.removeprefix("mongodb://").split(":")
+    asked = fake_local_listener(monkeypatch, (host, int(port)))
     assert uris.local_mongodb_answers() is True
+    assert uris.choose_uri(None) == uris.LOCAL_URI == "mongodb://localhost:27017/database"
+    assert asked == [("localhost", 27017)] * 2
+
+
+def test_local_mongodb_probe_without_a_listener_chooses_embedded(monkeypatch):
+    """Nothing on localhost:27017: the probe says so, and only then is the embedded store chosen."""
+    asked = fake_local_listener(monkeypatch, None)
+    assert uris.local_mongodb_answers() is False
+    assert uris.choose_uri(None) == uris.EMBEDDED
+    assert uris.choose_uri("mongodb://db.example:27017/shop") == "mongodb://db.example:27017/shop"  # no probe
+    assert asked == [("localhost", 27017)] * 2
 
 
 def test_configured_uri_never_falls_back(app_with_uri, mongo_server):

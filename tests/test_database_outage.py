@@ -6,6 +6,12 @@ import pytest
 
 from testbed.data.records import cart_item
 
+# A write while the database is away waits for server selection (FITKART_DB_TIMEOUT_MS, 2 s by default) and
+# pymongo's one retry, about 4 s, then is queued. The bound only tells "gives up at the app's own short
+# timeouts" from "waits like a client left at pymongo's defaults" (30 s of server selection, twice); how long
+# a queued write takes is a benchmark figure.
+QUEUE_BOUND = 20
+
 
 @pytest.fixture
 def outage_app(make_app, own_server, decimal_mode):
@@ -14,7 +20,7 @@ def outage_app(make_app, own_server, decimal_mode):
                     FITKART_DECIMAL_MODE=decimal_mode)
 
 
-def wait_for_status(client, path: str, status: int, timeout: float = 10.0):
+def wait_for_status(client, path: str, status: int, timeout: float = 30.0):
     """Poll until `path` answers `status`; the response, or None on time-out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,7 +43,7 @@ def test_unreachable_database_queues_writes_then_service_resumes(own_server, out
     response = client.post("/api/sync/cart_items", json=queued)
     elapsed = time.monotonic() - started
     assert response.status_code == 202 and response.json["result"] == "queued"
-    assert elapsed < 5, f"the 202 took {elapsed:.1f} s"
+    assert elapsed < QUEUE_BOUND, f"the 202 took {elapsed:.1f} s: longer than the app's own timeouts allow"
     read = client.get(f"/api/sync/cart_items/{before['id']}")
     assert read.status_code == 503 and read.headers["Retry-After"] == "2"
     assert read.json["code"] == 503 and "unreachable" in read.json["message"]

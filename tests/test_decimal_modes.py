@@ -38,9 +38,8 @@ def test_decimal128_is_exact_on_the_embedded_store(embedded_app):
 
 def test_decimal128_on_a_database_without_it_is_refused_clearly(make_app, database_uri, mongo_server):
     """On FerretDB v1 an explicit decimal128: /readyz and money writes are 503 naming the setting."""
-    _, is_mongod = mongo_server
-    if is_mongod:
-        pytest.skip("MongoDB stores Decimal128; this refusal is for databases that cannot")
+    if mongo_server.stores_decimal128:
+        pytest.skip(f"{mongo_server.version} stores Decimal128; this refusal is for databases that cannot")
     app = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE="decimal128")
     client = app.test_client()
     ready = client.get("/readyz")

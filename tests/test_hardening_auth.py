@@ -144,23 +144,46 @@ def test_odd_headers_and_claims_are_401(supabase_app, jwks_server, case):
     assert response.status_code == 401 and response.json["message"] == "Invalid token."
 
 
-def test_an_unreachable_key_set_is_503_for_asymmetric_tokens_only(supabase_app, jwks_server):
+class StoppedClock:
+    """Stands in for the `time` module of fitkart_server.web.tokens: `monotonic()` is what the test sets.
+
+    The key set's cooldown is then measured on this clock, so "inside one cooldown" holds however slowly the
+    machine runs the requests, and the cooldown passes without being waited for.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_an_unreachable_key_set_is_503_for_asymmetric_tokens_only(supabase_app, jwks_server, monkeypatch):
     """JWKS down: ES256 tokens get 503 + Retry-After, asked once per cooldown; HS256 tokens still pass."""
+    from fitkart_server.web import tokens
+
+    clock = StoppedClock()
+    monkeypatch.setattr(tokens, "time", clock)
     cooldown = 2
     client = supabase_app(cooldown=cooldown).test_client()
     jwks_server.down = True
     user_id = str(uuid.uuid4())
     claims = user_claims(jwks_server, user_id)
     token = es256(claims, jwks_server.keys[0])
-    began = time.monotonic()
-    for _ in range(5):
+    began = clock.now
+    for _ in range(5):  # all at one moment of the key set's clock: inside one cooldown
         response = write_own_cart(client, user_id, token)
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert write_own_cart(client, user_id, hs256(claims)).status_code == 200
-    assert time.monotonic() - began < cooldown  # all of it inside one cooldown
     assert jwks_server.fetches == 1
     jwks_server.down = False
-    time.sleep(cooldown + 0.1)
+    clock.now = began + cooldown - 0.01  # the set is back, but the cooldown since the failed fetch is not over
+    assert write_own_cart(client, user_id, token).status_code == 503
+    assert jwks_server.fetches == 1
+    clock.now = began + cooldown + 0.01  # over: asked again, and the token passes
     assert write_own_cart(client, user_id, token).status_code == 200
     assert jwks_server.fetches == 2
 

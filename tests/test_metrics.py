@@ -1,6 +1,9 @@
 """`/metrics`, read with prometheus-client's own parser: the counters move as the writes happen."""
 
+import json
 import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -68,19 +71,50 @@ def test_database_down_shows_in_the_gauge(make_app):
     assert value(scrape(app.test_client()), "fitkart_db_up") == 0
 
 
-def test_one_scrape_counts_every_gunicorn_worker(own_database, decimal_mode):
+def served_by(log_path, route: str) -> Counter:
+    """How many requests to `route` each worker (pid) answered 200, from the server's JSON request log."""
+    served = Counter()
+    for line in log_path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line that is not the app's (gunicorn's own at start)
+        if (isinstance(entry, dict) and entry.get("route") == route and entry.get("method") == "POST"
+                and entry.get("status") == 200):
+            served[entry["pid"]] += 1
+    return served
+
+
+def test_one_scrape_counts_every_gunicorn_worker(own_database, decimal_mode, tmp_path):
     """Two workers under gunicorn (multiprocess mode): each scrape sums both, and sees the database go down."""
     server, _ = own_database
-    app = GunicornServer(f"{server.base_uri}/own", decimal_mode, workers=2, threads=2).start()
+    log_path = tmp_path / "gunicorn.log"
+    # JSON request lines name the worker (pid) that answered each request: a count that is not the metrics'.
+    app = GunicornServer(f"{server.base_uri}/own", decimal_mode, workers=2, threads=2, log_path=log_path,
+                         env={"FITKART_LOG_FORMAT": "json"}).start()
+    route = "/api/sync/cart_items"
     try:
-        for _ in range(40):
-            assert request(f"{app.url}/api/sync/cart_items", cart_item())[0] == 200
-        for _ in range(4):  # whichever worker answers the scrape, the totals are the same
+        workers = set(app.worker_pids())
+        assert len(workers) == 2
+        sent = 0
+        # Which worker accepts a connection is the kernel's choice: send in concurrent rounds until both
+        # have answered some (each round is 8 requests at once; the cap only stops a broken server).
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in range(50):
+                statuses = list(pool.map(lambda _: request(f"{app.url}{route}", cart_item())[0], range(8)))
+                assert statuses == [200] * 8, statuses
+                sent += 8
+                if sent >= 40 and len(served_by(log_path, route)) >= 2:
+                    break
+        served = served_by(log_path, route)
+        assert set(served) == workers, f"not every worker served: {dict(served)} of {sorted(workers)}"
+        assert sum(served.values()) == sent, (dict(served), sent)
+        for _ in range(4):  # whichever worker answers the scrape, the totals are those of both
             with urllib.request.urlopen(f"{app.url}/metrics", timeout=10) as response:
                 found = samples(response.read().decode())
-            assert value(found, "fitkart_http_requests_total", method="POST", route="/api/sync/cart_items",
-                         status="200") == 40
-            assert value(found, "fitkart_sync_results_total", collection="cart_items", result="created") == 40
+            assert value(found, "fitkart_http_requests_total", method="POST", route=route, status="200") == sent, \
+                f"the scrape does not count every worker: {dict(served)}"
+            assert value(found, "fitkart_sync_results_total", collection="cart_items", result="created") == sent
             assert value(found, "fitkart_db_up") == 1
         server.stop()
         with urllib.request.urlopen(f"{app.url}/metrics", timeout=30) as response:

@@ -25,8 +25,7 @@ def fitkart(runner, *args: str):
 
 def chosen(mongo_server) -> str:
     """What `auto` must choose on the test server."""
-    _, supports_decimal128 = mongo_server
-    return "decimal128" if supports_decimal128 else "double"
+    return mongo_server.decimal_mode
 
 
 def money_form(mode: str) -> type:
@@ -125,9 +124,8 @@ def test_cli_jobs_store_money_in_the_chosen_mode(make_app, database_uri, supabas
 @pytest.fixture
 def decimal128_without_support(make_app, database_uri, mongo_server):
     """An app set to decimal128 on a server that cannot store it (FerretDB v1)."""
-    _, supports_decimal128 = mongo_server
-    if supports_decimal128:
-        pytest.skip("MongoDB stores Decimal128; this is about servers that cannot")
+    if mongo_server.stores_decimal128:
+        pytest.skip(f"{mongo_server.version} stores Decimal128; this is about servers that cannot")
     return make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE="decimal128")
 
 
@@ -281,9 +279,8 @@ def test_convert_money_leaves_what_is_not_an_amount(runner, stocked):
 
 def test_convert_money_refuses_decimal128_where_it_cannot_be_stored(runner, stocked, mongo_server):
     """On FerretDB v1: exit 2 naming Decimal128, and nothing converted."""
-    _, supports_decimal128 = mongo_server
-    if supports_decimal128:
-        pytest.skip("MongoDB stores Decimal128")
+    if mongo_server.stores_decimal128:
+        pytest.skip(f"{mongo_server.version} stores Decimal128")
     result = fitkart(runner, "convert-money", "--to", "decimal128")
     assert result.exit_code == 2 and "cannot store Decimal128" in result.output
     assert {type(doc["price"]) for doc in stocked.products.find()} == {float}

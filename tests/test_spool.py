@@ -14,6 +14,12 @@ from testbed.servers.gunicorn import GunicornServer, request
 from .test_metrics import samples, value
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
 
+# Longest a write may take to be queued while the database is away: the first waits for server selection and
+# pymongo's one retry (2 x FITKART_DB_TIMEOUT_MS, 2 s), the rest queue behind it. The bound tells "answered at
+# the app's own timeouts" from "waits for the database" (pymongo's default server selection is 30 s); how fast
+# writes are queued is a benchmark figure.
+QUEUE_BOUND = 20
+
 
 @pytest.fixture
 def database(own_server):
@@ -44,17 +50,25 @@ def test_legacy_writes_while_the_database_is_away_are_queued_and_applied_in_orde
     kept, removed = cart_item(quantity=1), cart_item()
     assert client.post("/api/sync/cart", json=removed).status_code == 200
     own_server.stop()
-    started = time.monotonic()
-    answers = [client.post("/api/sync/cart", json=kept),
-               client.post("/api/sync/cart", json={"id": kept["id"], "quantity": 2}),
-               client.post("/api/sync/cart", json={"id": kept["id"], "quantity": 7}),
-               client.delete(f"/api/sync/cart/{removed['id']}"),
-               client.post("/api/sync/cart", json=removed),  # a late replay of its create: stale, not resurrected
-               client.post("/api/sync/profile", json=profile()),
-               client.post("/api/sync/order", json=order())]
+    seconds = []
+
+    def timed(send):
+        started = time.monotonic()
+        answer = send()
+        seconds.append(time.monotonic() - started)
+        return answer
+
+    answers = [timed(lambda: client.post("/api/sync/cart", json=kept)),
+               timed(lambda: client.post("/api/sync/cart", json={"id": kept["id"], "quantity": 2})),
+               timed(lambda: client.post("/api/sync/cart", json={"id": kept["id"], "quantity": 7})),
+               timed(lambda: client.delete(f"/api/sync/cart/{removed['id']}")),
+               # a late replay of its create: stale, not resurrected
+               timed(lambda: client.post("/api/sync/cart", json=removed)),
+               timed(lambda: client.post("/api/sync/profile", json=profile())),
+               timed(lambda: client.post("/api/sync/order", json=order()))]
     assert [answer.status_code for answer in answers] == [202] * 7
     assert {answer.json["result"] for answer in answers} == {"queued"}
-    assert time.monotonic() - started < 5 * len(answers)
+    assert max(seconds) < QUEUE_BOUND, f"a write waited {max(seconds):.1f} s for the database: {seconds}"
     assert client.get("/api/sync/cart_items").status_code == 503  # reads still need the database
     ready = client.get("/readyz").json
     assert ready["status"] == "unavailable" and ready["spool"]["entries"] == 7

@@ -7,6 +7,7 @@ gives a binary that panics at start for want of `build/version/version.txt`, whi
 FerretDB's release tooling writes; so the same module source is built with that file.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,9 +15,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymongo
+from bson import Decimal128
 
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
@@ -62,6 +66,66 @@ def build_ferretdb(binary: Path) -> None:
         partial.rename(binary)
 
 
+def is_ferretdb(build_info: dict) -> bool:
+    """Whether a `buildInfo` answer is FerretDB's.
+
+    FerretDB v1.24 reports a MongoDB version (`version: 7.0.42`) and adds fields of its own
+    (`ferretdbVersion: v1.24.2`, `ferretdbFeatures`); a version string naming FerretDB counts too.
+    """
+    return (any("ferretdb" in str(key).lower() for key in build_info)
+            or "ferretdb" in str(build_info.get("version", "")).lower())
+
+
+def stores_decimal128(uri: str) -> bool:
+    """Whether the server at `uri` stores (and gives back) a Decimal128, tried in a scratch database.
+
+    FerretDB v1 drops the connection on a Decimal128. A failure counts as "cannot" only while the
+    server still answers a ping (else the ping raises: the server is down, and nothing is known);
+    it is tried twice, so one connection dropped by chance does not pass for a refusal.
+    """
+    name = f"fitkart_probe_{uuid.uuid4().hex[:12]}"
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+        try:
+            for _ in range(2):
+                try:
+                    client[name].probe.replace_one({"_id": "decimal128"}, {"_id": "decimal128",
+                                                                           "value": Decimal128("0.01")}, upsert=True)
+                    stored = client[name].probe.find_one({"_id": "decimal128"})
+                    return stored is not None and stored["value"] == Decimal128("0.01")
+                except pymongo.errors.PyMongoError:
+                    client.admin.command("ping")
+            return False
+        finally:
+            with contextlib.suppress(pymongo.errors.PyMongoError):
+                client.drop_database(name)
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """What the test database server is, as it says itself: tests branch on these, not on how it was started."""
+
+    uri: str  # the server's URI, without a database name
+    is_ferretdb: bool  # FerretDB (v1: no nested arrays, no TTL indexes on SQLite, no compare-and-set under races)
+    stores_decimal128: bool  # whether it can store Decimal128 (FerretDB v1 cannot)
+    version: str  # what buildInfo reports: FerretDB's own version, else MongoDB's
+
+    @classmethod
+    def of(cls, uri: str, decimal128: bool | None = None) -> "ServerKind":
+        """Ask the server at `uri`; `decimal128` (when not None) is taken instead of probing for it."""
+        uri = uri.rstrip("/")
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            info = client.admin.command("buildInfo")
+        ferretdb = is_ferretdb(info)
+        version = str(info.get("ferretdbVersion") or info.get("version", "?"))
+        return cls(uri=uri, is_ferretdb=ferretdb, version=f"{'FerretDB' if ferretdb else 'MongoDB'} {version}",
+                   stores_decimal128=stores_decimal128(uri) if decimal128 is None else decimal128)
+
+    @property
+    def decimal_mode(self) -> str:
+        """The mode the tests run the app in: decimal128 where the server stores it, else double."""
+        return "decimal128" if self.stores_decimal128 else "double"
+
+
 class MongoServer:
     """One database server process on a free loopback port, with its data in a temp dir."""
 
@@ -92,8 +156,12 @@ class MongoServer:
 
     @property
     def supports_decimal128(self) -> bool:
-        """FerretDB v1 cannot store Decimal128; MongoDB can."""
-        return self.kind == "mongod"
+        """Whether the running server stores Decimal128 (asked of it; FerretDB v1 cannot, MongoDB can)."""
+        return stores_decimal128(self.base_uri)
+
+    def server_kind(self) -> ServerKind:
+        """What the running server says it is."""
+        return ServerKind.of(self.base_uri)
 
     def command(self) -> list[str]:
         """The command line that runs the server."""

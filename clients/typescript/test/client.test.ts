@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { createLocalSync, memoryStorage, type LocalSyncOptions, type Rejection, type StorageAdapter } from "../src/index.js";
-import { FakeServer, USER, cartRow, deferred } from "./helpers.js";
+import { FakeServer, USER, cartRow, deferred, waitFor } from "./helpers.js";
 
 const ID1 = "0b5d8f1e-6a7c-4e0a-9a51-3f4b2c1d0e9f";
 const ID2 = "1c6e9a2f-7b8d-4f1b-8b62-4a5c3d2e1f0a";
@@ -156,32 +156,40 @@ describe("answers from the server", () => {
     server.answer = () => ({ status: 503, body: { code: 503, message: "database unreachable" } });
     const sync = client(server, { retryBaseMs: 1000, retryMaxMs: 3000 });
     await sync.syncCartItem(cartRow(ID1));
-    const delays: number[] = [];
+    // nextRetryAt is a moment during the flush plus the delay, so the delay lies between nextRetryAt - after and
+    // nextRetryAt - before: exact bounds, however long the flush takes on a busy machine.
+    const delays: [number, number][] = [];
     for (let attempt = 0; attempt < 4; attempt += 1) {
       const before = Date.now();
       const status = await sync.flush();
+      const after = Date.now();
       assert.equal(status.pending, 1);
       assert.match(status.lastError!, /503/);
-      delays.push(status.nextRetryAt! - before);
+      delays.push([status.nextRetryAt! - after, status.nextRetryAt! - before]);
     }
     sync.stop();
-    const expected = [1000, 2000, 3000, 3000];
-    // Each delay is the capped exponential (random() = 1: no jitter), plus however long the flush took.
-    delays.forEach((delay, index) => assert.ok(delay >= expected[index]! - 5 && delay < expected[index]! + 500,
-      `${delays}`));
+    const expected = [1000, 2000, 3000, 3000]; // the capped exponential (random() = 1: no jitter)
+    expected.forEach((delay, index) => {
+      const [least, most] = delays[index]!;
+      assert.ok(least <= delay && delay <= most, `attempt ${index + 1}: ${delay} ms not in [${least}, ${most}]`);
+    });
   });
 
   test("the jitter spreads retries between half and all of the delay", async () => {
-    const server = new FakeServer();
-    server.answer = () => new Error("connection refused");
-    const sync = client(server, { retryBaseMs: 1000, random: () => 0 });
-    await sync.syncCartItem(cartRow(ID1));
-    const before = Date.now();
-    const status = await sync.flush();
-    sync.stop();
-    const delay = status.nextRetryAt! - before;
-    assert.ok(delay >= 495 && delay < 1000, `${delay}`);
-    assert.match(status.lastError!, /unreachable/);
+    // random() = r puts the retry at (1 + r) / 2 of the 1000 ms delay; bounded exactly as in the test above.
+    for (const [random, delay] of [[0, 500], [0.5, 750], [0.99, 995]] as const) {
+      const server = new FakeServer();
+      server.answer = () => new Error("connection refused");
+      const sync = client(server, { retryBaseMs: 1000, random: () => random });
+      await sync.syncCartItem(cartRow(ID1));
+      const before = Date.now();
+      const status = await sync.flush();
+      const after = Date.now();
+      sync.stop();
+      const [least, most] = [status.nextRetryAt! - after, status.nextRetryAt! - before];
+      assert.ok(least <= delay && delay <= most, `random ${random}: ${delay} ms not in [${least}, ${most}]`);
+      assert.match(status.lastError!, /unreachable/);
+    }
   });
 
   test("a failed batch is retried whole, in order, and succeeds later", async () => {
@@ -310,7 +318,7 @@ describe("durability and tabs", () => {
     const sync = client(server);
     await sync.syncCartItem(cartRow(ID1));
     const sending = sync.flush();
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitFor(() => server.sent.length === 1, "the first batch to be on its way");
     await sync.syncCartItem({ id: ID1, quantity: 5 });
     gate.resolve();
     server.gate = null;
@@ -361,13 +369,16 @@ describe("retry triggers", () => {
     server.answer = (batch, index) => (down ? new Error("offline") : defaultAnswer(batch, index));
     const sync = createLocalSync({ fetch: server.fetch, storage: memoryStorage(), flushDelayMs: 1,
       flushIntervalMs: 10, retryBaseMs: 20, retryMaxMs: 20 });
-    await sync.syncCartItem(cartRow(ID1));
-    await new Promise((resolve) => setTimeout(resolve, 30));
-    assert.equal(sync.status().pending, 1);
-    down = false;
-    await new Promise((resolve) => setTimeout(resolve, 120));
-    sync.stop();
-    assert.equal(sync.status().pending, 0);
+    try {
+      await sync.syncCartItem(cartRow(ID1));
+      // No flush by hand: the first send and the retry after it are the timer's.
+      await waitFor(() => server.sent.length >= 2, "the timer to send, fail and retry");
+      assert.equal(sync.status().pending, 1);
+      down = false;
+      await waitFor(() => sync.status().pending === 0, "a retry by the timer once the server answers");
+    } finally {
+      sync.stop();
+    }
   });
 
   test("the browser's online event flushes at once, forgetting the back-off", async () => {
@@ -387,9 +398,9 @@ describe("retry triggers", () => {
       assert.ok(sync.status().nextRetryAt! > Date.now() + 20_000);
       down = false;
       target.dispatchEvent(new Event("online"));
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      // Sent well before the back-off (over 20 s away) and the timer (60 s) could: the online event did it.
+      await waitFor(() => sync.status().pending === 0, "the flush the online event starts", 10_000);
       sync.stop();
-      assert.equal(sync.status().pending, 0);
     } finally {
       delete events.addEventListener;
       delete events.removeEventListener;

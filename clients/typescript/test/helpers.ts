@@ -60,3 +60,17 @@ export function cartRow(id: string, fields: Record<string, unknown> = {}): CartI
   return { id, user_id: USER, product_id: "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", size: "M", color: "indigo",
     quantity: 1, created_at: "2025-12-19T14:24:22.123456+00:00", ...fields };
 }
+
+/**
+ * Resolve once `condition()` holds, checking every few milliseconds; reject after `timeoutMs`.
+ * The deadline is generous (a busy machine may take long); how soon the condition holds is not what is tested.
+ */
+export async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
