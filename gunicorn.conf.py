@@ -33,6 +33,10 @@ if os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower() == "json":
     }
 # No preload: each worker builds the app, and so its own MongoDB client, after the fork.
 preload_app = False
+# No control socket (gunicorn 25+): its default path ($HOME/.gunicorn/gunicorn.ctl) is one for every instance on
+# the host, so a second FitKart Sync (or a test server) takes it over, and it runs a thread in the master that
+# must be stopped around every fork. Nothing here uses gunicornc; signals (HUP, TERM, TTIN/TTOU) still work.
+control_socket_disable = True
 
 # Metrics of all workers in one scrape: each worker writes its samples to files in this
 # directory (prometheus-client's multiprocess mode); set before any worker imports the app.

@@ -7,6 +7,7 @@ import pymongo
 import pytest
 
 from fitkart_server import create_app
+from testbed.servers import gunicorn
 from testbed.servers.mongo import MongoServer, ServerKind
 
 
@@ -181,3 +182,18 @@ def supabase_db(postgres_server):
     name = f"test_{uuid.uuid4().hex[:12]}"
     yield postgres_server.create_database(name)
     postgres_server.drop_database(name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Remember how many gunicorn servers were started before this test (see the report hook below)."""
+    item.fitkart_servers_before = len(gunicorn.STARTED)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test shows the log of every gunicorn it started: a server's own account of a lost answer."""
+    report = (yield).get_result()
+    if report.failed:
+        for server in gunicorn.STARTED[getattr(item, "fitkart_servers_before", len(gunicorn.STARTED)):]:
+            report.sections.append((f"gunicorn on port {server.port}", server.log_tail()))

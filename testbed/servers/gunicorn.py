@@ -34,15 +34,20 @@ def request(url: str, body: dict | None = None, timeout: float = 15) -> tuple[in
         return 0, {}
 
 
+# Every server started in this process, so a failed test can show their logs (tests/conftest.py).
+STARTED: list["GunicornServer"] = []
+
+
 class GunicornServer:
     """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port, against a given database."""
 
     def __init__(self, database_uri: str, decimal_mode: str | None, *, workers: int = 2, threads: int = 4,
                  env: dict | None = None, log_path: Path | None = None) -> None:
         self.port = free_port()
-        self.log_path = log_path  # where its standard error (the app's log) goes; None: nowhere
-        # Its own rate-limit counters (every test server's callers are 127.0.0.1) and spool.
+        # Its own rate-limit counters (every test server's callers are 127.0.0.1), spool and log.
         self.files = Path(tempfile.mkdtemp(prefix="fitkart-server-"))
+        self.log_path = log_path or self.files / "gunicorn.log"  # its standard error: the master's and the app's log
+        STARTED.append(self)
         settings = {"FITKART_MONGODB_URI": database_uri, "WEB_CONCURRENCY": str(workers),
                     "FITKART_THREADS": str(threads),
                     "FITKART_RATELIMIT_STORAGE": f"sqlite:///{self.files / 'ratelimit.sqlite3'}",
@@ -60,18 +65,24 @@ class GunicornServer:
     def start(self, timeout: float = 30) -> "GunicornServer":
         """Start and wait for /healthz."""
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
         self.process = subprocess.Popen(
             [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
-        if self.log_path:
-            log.close()
+        log.close()
         deadline = time.monotonic() + timeout
         while request(f"{self.url}/healthz", timeout=1)[0] != 200:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not start")
             time.sleep(0.1)
         return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of its log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
     def worker_pids(self) -> list[int]:
         """The master's worker processes."""
