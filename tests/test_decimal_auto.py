@@ -1,29 +1,20 @@
 """FITKART_DECIMAL_MODE=auto (the default) on the real server: decimal128 where it stores Decimal128, else double.
 
-Whether the server stores Decimal128 is found out here on its own, with pymongo, not from the app. Only one of the
+Whether the server stores Decimal128 is probed by the test set-up (testbed/servers/mongo.py), not taken from
+the app. Only one of the
 two tests can run against one server; the other is skipped, saying which server it needs.
 """
 
-import pymongo
 import pytest
 from bson import Decimal128
-from pymongo.errors import PyMongoError
 
 from testbed.data.records import product
 
 
 @pytest.fixture
-def server(database_uri) -> dict:
-    """What the test server is (its buildInfo) and whether it really stores a Decimal128."""
-    with pymongo.MongoClient(database_uri, serverSelectionTimeoutMS=5000) as client:
-        info = client.admin.command("buildInfo")
-        try:
-            client.get_default_database().decimal_probe.insert_one({"value": Decimal128("0.01")})
-            stores = client.get_default_database().decimal_probe.find_one()["value"] == Decimal128("0.01")
-        except PyMongoError:  # FerretDB v1 closes the connection when sent one
-            stores = False
-    name = f"FerretDB {info['ferretdbVersion']}" if "ferretdbVersion" in info else f"MongoDB {info['version']}"
-    return {"name": name, "stores_decimal128": stores}
+def server(mongo_server) -> dict:
+    """What the test server is (buildInfo) and whether it really stores a Decimal128 (probed, not the app's word)."""
+    return {"name": mongo_server.version, "stores_decimal128": mongo_server.stores_decimal128}
 
 
 def auto_app(make_app, database_uri):

@@ -21,6 +21,7 @@ import pytest
 from testbed.data.records import cart_item, new_id, order
 from testbed.servers.gunicorn import GunicornServer, request
 from testbed.servers.mongo import free_port
+from testbed.waiting import wait_until
 
 REQUEST_TIMEOUT = 15
 # Longer than the server may take to answer any write: server selection and pymongo's one retry
@@ -30,20 +31,6 @@ ANSWER_BOUND = 60
 # pace. The spool's replayer retries every second (about 4-5 s here for this load's backlog); a server that only
 # recovered after something else (a client's back-off, a restart, a minute-long retry) would miss it.
 RECOVERY_BOUND = 30
-# How long any wait for a condition may take on a busy machine before the test gives up.
-DEADLINE = 30
-
-
-def wait_until(check, seconds: float = DEADLINE, interval: float = 0.1) -> bool:
-    """Poll `check` until it is true (True) or `seconds` pass (False)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
 def wait_for_empty_spool(url: str, seconds: float = 30) -> bool:
     """Whether the server's spool empties within `seconds`."""
     deadline = time.monotonic() + seconds
@@ -404,9 +391,7 @@ def test_slow_database_queues_writes_instead_of_piling_up(make_app, mongo_server
         slowest = max(seconds for _, seconds in answers)
         assert slowest < delay, f"a write took {slowest:.1f} s: it waited for the slow database"
         proxy.delay = 0.0
-        deadline = time.monotonic() + DEADLINE
-        while app.test_client().get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "no recovery after the database sped up"
-            time.sleep(0.2)
+        assert wait_until(lambda: app.test_client().get("/readyz").status_code == 200, interval=0.2), \
+            "no recovery after the database sped up"
     finally:
         proxy.close()

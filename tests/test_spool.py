@@ -10,6 +10,7 @@ import pytest
 from fitkart_server.model.policy import Caller
 from testbed.data.records import cart_item, new_id, order, profile
 from testbed.servers.gunicorn import GunicornServer, request
+from testbed.waiting import wait_until
 
 from .test_metrics import samples, value
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
@@ -26,16 +27,6 @@ def database(own_server):
     """The test database on that server, through pymongo (it waits for the server to come back)."""
     with pymongo.MongoClient(own_server.base_uri, tz_aware=True, serverSelectionTimeoutMS=10_000) as client:
         yield client["test_spool"]
-
-
-def wait_until(check, timeout: float = 20.0) -> bool:
-    """Poll `check` until it is true or the time is up."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 @pytest.fixture
@@ -169,7 +160,7 @@ def test_queued_writes_survive_restarts_and_kill_9(own_server, decimal_mode, tmp
     own_server.start()
     third = GunicornServer(uri, decimal_mode, workers=2, env=spool_env).start()
     try:
-        assert wait_until(lambda: database.cart_items.count_documents({}) == 6, timeout=30)
+        assert wait_until(lambda: database.cart_items.count_documents({}) == 6)
         stored = {doc["id"]: doc["quantity"] for doc in database.cart_items.find()}
         assert stored == {item["id"]: item["quantity"] for item in items}
         assert wait_until(lambda: request(f"{third.url}/readyz")[1]["spool"]["entries"] == 0)
