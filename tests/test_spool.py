@@ -118,6 +118,23 @@ def test_a_full_spool_is_503(own_server, make_app, decimal_mode):
     assert full.headers["Retry-After"] == "2" and "FITKART_SPOOL_MAX_MB" in full.json["message"]
 
 
+def test_a_batch_that_would_overfill_the_spool_is_kept_whole_or_not_at_all(own_server, make_app, decimal_mode):
+    """While away, a batch is queued in one step: past FITKART_SPOOL_MAX_MB it is a 503 and none of it is kept."""
+    app = make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_spool", FITKART_DECIMAL_MODE=decimal_mode,
+                   FITKART_SPOOL_MAX_MB=1)
+    client = app.test_client()
+    own_server.stop()
+    for _ in range(6):  # about 540 KB queued
+        assert client.post("/api/sync/cart_items", json=cart_item(note="x" * 90_000)).status_code == 202
+    operations = [{"op": "upsert", "collection": "cart_items", "record": cart_item(note="x" * 90_000)}
+                  for _ in range(6)]  # about 540 KB more: the first five would fit, the sixth not
+    assert client.post("/api/sync/batch", json={"operations": operations}).status_code == 503
+    assert client.get("/readyz").json["spool"]["entries"] == 6
+    fits = client.post("/api/sync/batch", json={"operations": operations[:4]}).json["results"]
+    assert [result["result"] for result in fits] == ["queued"] * 4
+    assert client.get("/readyz").json["spool"]["entries"] == 10
+
+
 def test_a_batch_while_away_is_queued_per_operation(own_server, spool_app, database):
     """Each valid operation is queued, each invalid one refused in its place."""
     client = spool_app.test_client()

@@ -95,23 +95,30 @@ class Spool:
     def append(self, kind: str, collection: str | None, body, caller: Caller, source: str,
                route: str | None) -> int:
         """Queue one operation durably; its sequence number. SpoolFull when over the size cap."""
-        text = json.dumps(body, ensure_ascii=False, default=str)
-        size = len(text.encode("utf-8", "replace"))
+        return self.append_many([(kind, collection, body, caller, source, route)])[0]
+
+    def append_many(self, operations: list[tuple[str, str | None, object, Caller, str, str | None]]) -> list[int]:
+        """Queue operations (kind, collection, body, caller, source, route) durably, all or none, with one fsync;
+        their sequence numbers. SpoolFull when they would take the spool over its size cap."""
+        rows = []
+        for kind, collection, body, caller, source, route in operations:
+            text = json.dumps(body, ensure_ascii=False, default=str)
+            rows.append((time.time(), kind, collection, text, caller.role, caller.user_id, source, route,
+                         len(text.encode("utf-8", "replace"))))
         connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")  # the size check and the insert as one step
+        connection.execute("BEGIN IMMEDIATE")  # the size check and the inserts as one step
         try:
             (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
-            if queued + size > self.max_bytes:
+            if queued + sum(row[-1] for row in rows) > self.max_bytes:
                 raise SpoolFull
-            cursor = connection.execute(
+            sequences = [connection.execute(
                 "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), kind, collection, text, caller.role, caller.user_id, source, route, size))
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return cursor.lastrowid
+        return sequences
 
     def is_empty(self) -> bool:
         """Whether nothing is queued (one indexed read)."""

@@ -16,7 +16,7 @@ from ..model.policy import SERVICE, Caller, Forbidden
 from ..storage.replay import UNREACHABLE, get_replayer, get_spool
 from ..storage.store import get_engine, get_store
 from ..sync.engine import SyncEngine
-from ..sync.write import RecordRejected
+from ..sync.write import RecordRejected, Write
 from .auth import current_caller
 
 QUEUED = "queued"
@@ -90,12 +90,21 @@ def write_batch(operations: list, *, route: str | None) -> list:
             pass  # all of it is queued; operations already applied replay as `unchanged`
     engine = _offline_engine(caller, "client")
     answers: list = []
-    for operation in operations:
+    valid: list[tuple[int, Write]] = []
+    for index, operation in enumerate(operations):
         try:
             write = engine.operation_write(operation, caller=caller, source="client", route=route)
-            answers.append(_queue(write.kind, write.entity, write.payload, caller, "client", route, engine))
+            engine.check(write.kind, write.entity, write.payload, caller=caller, source="client", route=route)
+            valid.append((index, write))
+            answers.append(None)
         except (RecordRejected, Forbidden) as refusal:
             answers.append(refusal)
+    # One durable append for the whole batch (one fsync, not one per operation), and all of it or none.
+    sequences = get_spool().append_many([(write.kind, write.collection, write.payload, caller, "client", route)
+                                         for _, write in valid])
+    get_replayer().kick()
+    for (index, _), sequence in zip(valid, sequences, strict=True):
+        answers[index] = {"result": QUEUED, "queued": sequence}
     return answers
 
 
