@@ -65,10 +65,12 @@ def malformed(operation, caller: Caller, source: str, route: str | None) -> Writ
 def apply(engine: "SyncEngine", operations: list, caller: Caller, source: str, route: str | None) -> list:
     """Each operation's result dict, or the exception that refused it (kept in sync_rejects), in order."""
     writes = _well_formed(operations, caller, source, route)
-    if writes is None or not _distinct_upserts(writes):
+    if writes is None:
         # In order, each operation read as it is reached: refusals are kept (and the caller's allowance
         # spent) in the order the operations came.
         return [_apply_operation(engine, operation, caller, source, route) for operation in operations]
+    if not _distinct_upserts(writes):  # deletes, or one record twice: one at a time, in order
+        return [apply_one(engine, write) for write in writes]
     answers: list = [None] * len(operations)
     by_table: dict[str, list[tuple[int, Write, dict]]] = {}
     for index, write in enumerate(writes):
