@@ -73,6 +73,22 @@ class OwnRows:
         if values.get(self.owner_field, caller.user_id if stored is not None else None) != caller.user_id:
             raise Forbidden(f"{self.owner_field} must be your own user id.")
 
+    def stored_guard(self, caller: Caller, values: dict) -> dict | None:
+        """What the stored record must match for `check_write` to allow `values`; None: check it on a read."""
+        if caller.is_service:
+            return {}
+        if not caller.is_user or values.get(self.owner_field, caller.user_id) != caller.user_id:
+            return None
+        return {self.owner_field: caller.user_id}
+
+    def delete_guard(self, caller: Caller, query: dict) -> dict | None:
+        """What a record must match for `check_delete` to allow deleting it; None: check it on a read."""
+        if caller.is_service:
+            return {}
+        if not caller.is_user or query.get(self.owner_field, caller.user_id) != caller.user_id:
+            return None
+        return {self.owner_field: caller.user_id}
+
     def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
         """Refuse a delete that names or reaches someone else's records."""
         if caller.is_service:
@@ -97,6 +113,16 @@ class OwnRole(OwnRows):
         if not caller.is_service and values.get("role", "customer") != "customer":
             raise Forbidden("Only the service role can make a user a seller.")
 
+    def stored_guard(self, caller: Caller, values: dict) -> dict | None:
+        """Only a `customer` role is written without a read (a refusal is decided on one)."""
+        if not caller.is_service and values.get("role", "customer") != "customer":
+            return None
+        return super().stored_guard(caller, values)
+
+    def delete_guard(self, caller: Caller, query: dict) -> dict | None:
+        """Only the service role deletes roles without a read."""
+        return {} if caller.is_service else None
+
     def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
         """Roles are removed by the service role only."""
         if not caller.is_service:
@@ -118,6 +144,14 @@ class SellerCatalogue(OwnRows):
         super().check_write(caller, values, stored, database)
         if not caller.is_service:
             self._require_seller(caller, database)
+
+    def stored_guard(self, caller: Caller, values: dict) -> dict | None:
+        """A seller's write needs the mirror's user_roles read first: only the service role skips it."""
+        return {} if caller.is_service else None
+
+    def delete_guard(self, caller: Caller, query: dict) -> dict | None:
+        """A seller's delete needs the mirror's user_roles read first: only the service role skips it."""
+        return {} if caller.is_service else None
 
     def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
         """A seller may delete only their own products."""

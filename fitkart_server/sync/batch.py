@@ -1,8 +1,9 @@
 """Batches: operations applied in order, each succeeding or failing on its own; distinct upserts in bulk.
 
 A batch of upserts of distinct records (the usual outbox flush or ingest) is decided from
-one read per table (records and tombstones by _id) and written with one unordered
-bulk_write per table; the few writes that lose a race are redone one by one. Any other
+one read per table (tombstones, and the records unless all are full rows, which are inserted
+first) and written with one unordered bulk_write per table; the few writes that collide or
+lose a race are redone one by one. Any other
 batch (deletes, or one record twice) is applied one operation at a time.
 """
 
@@ -131,15 +132,24 @@ def _distinct_upserts(writes: list[Write]) -> bool:
 
 
 def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answers: list) -> None:
-    """Decide the upserts of one table from one read, then write them in one bulk_write."""
+    """Decide the upserts of one table, then write them in one bulk_write.
+
+    A batch of full rows (the outbox's new records, an ingest) is inserted without reading the
+    records first: only those whose insert collides are decided again, alone. Any other batch is
+    decided from one read of its records.
+    """
     entity = items[0][1].entity
     collection = engine.database[entity.collection]
     ids = [entity.key_of(values) for _, _, values in items]
-    current = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
+    full_rows = all(set(entity.required_on_create) <= values.keys() for _, _, values in items)
+    current = {} if full_rows else {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
     wanted = [tid for _, _, values in items for tid in tombstone_ids(entity, None, values.get("id"))]
     tombstones = engine.tombstones.find_many(wanted + [key_tombstone(entity, doc_id) for doc_id in ids])
     writes: list[tuple[int, Write, PlannedWrite]] = []
     for (index, write, values), doc_id in zip(items, ids, strict=True):
+        if full_rows and engine.tombstones.binds(entity, values, tombstones.get, write.writer):
+            answers[index] = apply_one(engine, write)  # deleted, or stored and changed since: decided on a read
+            continue
         try:
             decision = upserts.decide(engine, write, values, current.get(doc_id), tombstones.get)
         except (RecordRejected, Forbidden) as refusal:

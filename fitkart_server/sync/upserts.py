@@ -5,16 +5,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import bson
 from bson.errors import InvalidDocument
 from marshmallow import ValidationError
-from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure, WriteError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 
-from ..bounds import MAX_RECORD_BYTES
 from ..clock import as_utc
 from ..model.documents import PROVENANCE_FIELD
+from .guarded import guarded_upsert
 from .tombstones import Finder
-from .write import RecordRejected, Write, field_errors, missing, provenance
+from .write import (
+    DUPLICATE,
+    RecordRejected,
+    UpsertOutcome,
+    Write,
+    database_refusal,
+    field_errors,
+    missing,
+    provenance,
+    refuse_oversized,
+)
 
 if TYPE_CHECKING:
     from .engine import SyncEngine
@@ -23,7 +32,6 @@ log = logging.getLogger(__name__)
 # Optimistic writes retry when another writer got in between; this many is plenty.
 MAX_ATTEMPTS = 10
 DUPLICATE_KEY = 11000
-DUPLICATE = "Another record already holds a unique value of this one (its id, or its key)."
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,6 @@ class PlannedWrite:
     result: dict
 
 
-@dataclass(frozen=True)
-class UpsertOutcome:
-    """What an upsert did (`created`, `updated`, `unchanged`, `stale`) and the stored record."""
-
-    result: str
-    record: dict | None
-
-
 def upsert(engine: "SyncEngine", write: Write) -> UpsertOutcome:
     """Create or merge one record, retrying the compare-and-set when another writer got in between."""
     entity = write.entity
@@ -51,6 +51,10 @@ def upsert(engine: "SyncEngine", write: Write) -> UpsertOutcome:
     collection = engine.database[entity.collection]
     # The key is the document's _id: one primary-key lookup, and uniqueness for free.
     doc_id = entity.key_of(values)
+    if not write.authoritative:
+        outcome = guarded_upsert(engine, write, values, doc_id)
+        if outcome is not None:
+            return engine.noted(entity.collection, outcome)
     for _ in range(MAX_ATTEMPTS):
         decision = decide(engine, write, values, collection.find_one({"_id": doc_id}), engine.tombstones.find)
         if isinstance(decision, UpsertOutcome):
@@ -95,7 +99,7 @@ def decide(engine: "SyncEngine", write: Write, values: dict, current: dict | Non
     if current is None:
         document = {"_id": entity.key_of(values), **engine.to_storage(entity, entity.insert_defaults),
                     **values, PROVENANCE_FIELD: provenance(write.source, 1)}
-        refuse_oversized(document)
+        document[PROVENANCE_FIELD]["bytes"] = refuse_oversized(document)
         return PlannedWrite(document["_id"], document, None, document)
     if not write.authoritative and is_stale(engine, write, current, values, find_tombstone):
         return UpsertOutcome("stale", engine.show(entity, current))
@@ -107,7 +111,7 @@ def decide(engine: "SyncEngine", write: Write, values: dict, current: dict | Non
     guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
     written = {**changes, PROVENANCE_FIELD: provenance(write.source, (version or 0) + 1)}
     result = {**current, **written}
-    refuse_oversized(result)
+    written[PROVENANCE_FIELD]["bytes"] = refuse_oversized(result)
     return PlannedWrite(current["_id"], None, (guard, {"$set": written}), result)
 
 
@@ -143,29 +147,7 @@ def is_older(stamp: datetime | None, stored: datetime | None) -> bool:
     return stamp is not None and stored is not None and as_utc(stamp) < as_utc(stored)
 
 
-def refuse_oversized(document: dict) -> None:
-    """Refuse a write that would leave a record over MAX_RECORD_BYTES (columns merge across writes)."""
-    try:
-        size = len(bson.encode(document))
-    except InvalidDocument:
-        return  # the database will refuse it, and say why
-    if size > MAX_RECORD_BYTES:
-        raise RecordRejected(f"The record would be {size:,} bytes stored; at most {MAX_RECORD_BYTES:,} are kept.")
-
-
 def is_collision(write_error: dict) -> bool:
     """Whether a bulk write error is a duplicate key (a race, or another record's unique value)."""
     # FerretDB v1 reports a unique violation on update as an internal error, not E11000.
     return write_error.get("code") == DUPLICATE_KEY or "UNIQUE constraint failed" in str(write_error.get("errmsg"))
-
-
-def database_refusal(error: Exception) -> RecordRejected:
-    """The refusal of a write the database refused for its content; re-raises any other failure."""
-    if isinstance(error, DuplicateKeyError) or "UNIQUE constraint failed" in str(error):
-        # FerretDB v1 reports a unique violation on update as InternalError, not E11000.
-        return RecordRejected(DUPLICATE)
-    if isinstance(error, WriteError | InvalidDocument | DocumentTooLarge):
-        details = getattr(error, "details", None) or {}
-        reason = str(details.get("errmsg") or error).split(", full error:")[0]
-        return RecordRejected(f"The database refused the record: {reason}")
-    raise error

@@ -2,15 +2,19 @@
 
 from dataclasses import dataclass
 
+import bson
+from bson.errors import InvalidDocument
 from marshmallow import ValidationError
+from pymongo.errors import DocumentTooLarge, DuplicateKeyError, WriteError
 
-from ..bounds import MAX_REASON, cut
+from ..bounds import MAX_REASON, MAX_RECORD_BYTES, cut
 from ..clock import utc_now
 from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller
 
 OPERATIONS = ("upsert", "delete")
 MISSING = "Missing data for required field."
+DUPLICATE = "Another record already holds a unique value of this one (its id, or its key)."
 
 
 class RecordRejected(Exception):
@@ -67,3 +71,33 @@ def provenance(source: str, version: int) -> dict:
     """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
     return {"written_at": utc_now(), "source": source, "version": version}
 
+
+@dataclass(frozen=True)
+class UpsertOutcome:
+    """What an upsert did (`created`, `updated`, `unchanged`, `stale`) and the stored record."""
+
+    result: str
+    record: dict | None
+
+
+def refuse_oversized(document: dict) -> int:
+    """Refuse a write that would leave a record over MAX_RECORD_BYTES (columns merge across writes); its size."""
+    try:
+        size = len(bson.encode(document))
+    except InvalidDocument:
+        return MAX_RECORD_BYTES  # the database will refuse it, and say why
+    if size > MAX_RECORD_BYTES:
+        raise RecordRejected(f"The record would be {size:,} bytes stored; at most {MAX_RECORD_BYTES:,} are kept.")
+    return size
+
+
+def database_refusal(error: Exception) -> RecordRejected:
+    """The refusal of a write the database refused for its content; re-raises any other failure."""
+    if isinstance(error, DuplicateKeyError) or "UNIQUE constraint failed" in str(error):
+        # FerretDB v1 reports a unique violation on update as InternalError, not E11000.
+        return RecordRejected(DUPLICATE)
+    if isinstance(error, WriteError | InvalidDocument | DocumentTooLarge):
+        details = getattr(error, "details", None) or {}
+        reason = str(details.get("errmsg") or error).split(", full error:")[0]
+        return RecordRejected(f"The database refused the record: {reason}")
+    raise error
