@@ -14,6 +14,7 @@ import pytest
 from fitkart_server.model.entities import BY_COLLECTION
 from fitkart_server.sync import upserts
 from fitkart_server.sync.engine import SyncEngine
+from fitkart_server.sync.tombstones import Tombstones
 from fitkart_server.sync.upserts import PlannedWrite
 from testbed.data.records import cart_item, new_id, profile, stamp, wishlist_item
 
@@ -144,3 +145,24 @@ def test_a_deleted_id_is_stale_even_when_its_key_holds_a_newer_record(client, mo
     assert answer["record"]["id"] == again["id"]
     stored = list(mongo[collection].find())
     assert [doc["id"] for doc in stored] == [again["id"]]
+
+
+def test_a_create_that_races_a_delete_does_not_bring_the_record_back(client, mongo, monkeypatch, decimal_mode):
+    """Tombstones before the delete: a full row whose tombstone check falls while the delete is under way
+    (here: just before it writes its tombstones) is merged into the record the delete then removes."""
+    item = cart_item()
+    assert post(client, "cart_items", item).json["result"] == "created"
+    other = SyncEngine(mongo, decimal_mode=decimal_mode)
+    real_remember = Tombstones.remember
+    raced: list[str] = []
+
+    def remember(self, entity, records, deleted_at, **options):
+        if not raced:  # once: another writer's create of the same row lands now
+            raced.append(other.upsert_record(BY_COLLECTION["cart_items"], {**item, "quantity": 4}).result)
+        return real_remember(self, entity, records, deleted_at, **options)
+
+    monkeypatch.setattr(Tombstones, "remember", remember)
+    assert client.delete(f"/api/sync/cart_items/{item['id']}").status_code == 200
+    assert raced == ["updated"]
+    assert mongo.cart_items.find_one({"_id": item["id"]}) is None
+    assert post(client, "cart_items", item).json["result"] == "stale"

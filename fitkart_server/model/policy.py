@@ -81,14 +81,6 @@ class OwnRows:
             return None
         return {self.owner_field: caller.user_id}
 
-    def delete_guard(self, caller: Caller, query: dict) -> dict | None:
-        """What a record must match for `check_delete` to allow deleting it; None: check it on a read."""
-        if caller.is_service:
-            return {}
-        if not caller.is_user or query.get(self.owner_field, caller.user_id) != caller.user_id:
-            return None
-        return {self.owner_field: caller.user_id}
-
     def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
         """Refuse a delete that names or reaches someone else's records."""
         if caller.is_service:
@@ -119,10 +111,6 @@ class OwnRole(OwnRows):
             return None
         return super().stored_guard(caller, values)
 
-    def delete_guard(self, caller: Caller, query: dict) -> dict | None:
-        """Only the service role deletes roles without a read."""
-        return {} if caller.is_service else None
-
     def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
         """Roles are removed by the service role only."""
         if not caller.is_service:
@@ -147,10 +135,6 @@ class SellerCatalogue(OwnRows):
 
     def stored_guard(self, caller: Caller, values: dict) -> dict | None:
         """A seller's write needs the mirror's user_roles read first: only the service role skips it."""
-        return {} if caller.is_service else None
-
-    def delete_guard(self, caller: Caller, query: dict) -> dict | None:
-        """A seller's delete needs the mirror's user_roles read first: only the service role skips it."""
         return {} if caller.is_service else None
 
     def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:

@@ -19,8 +19,6 @@ def delete(engine: "SyncEngine", write: Write) -> int:
     collection = engine.database[entity.collection]
     owner = getattr(entity.rules, "owner_field", None)
     fields = {"_id": 1, "id": 1, **{name: 1 for name in (*entity.key, owner) if name}}
-    if exact and (gone := delete_one_guarded(engine, write, query)) is not None:
-        return gone
     # By the key's fields, not by _id: a document written by something else keeps its own _id.
     found = list(collection.find(query, fields))
     entity.rules.check_delete(write.caller, query, found, engine.database)  # Forbidden
@@ -41,29 +39,6 @@ def delete(engine: "SyncEngine", write: Write) -> int:
     if engine.observer is not None:
         engine.observer(entity.collection, "deleted", deleted)
     return deleted
-
-
-def delete_one_guarded(engine: "SyncEngine", write: Write, query: dict) -> int | None:
-    """Delete the one record named, as one command guarded by the row rules; None: decide on a read.
-
-    Its tombstones follow the delete: should they fail, the request fails (or is spooled and
-    replayed), and the replay leaves them. A miss (nothing there, a record kept under another
-    `_id`, someone else's) goes to the read path, which says which.
-    """
-    entity = write.entity
-    guard = entity.rules.delete_guard(write.caller, query)
-    if guard is None:
-        return None
-    # By _id as well as the key's fields: the one lookup every store serves from its primary index.
-    by_id = {"_id": entity.key_of(query)} if all(name in query for name in entity.key) else {}
-    # No projection: FerretDB v1 does not take one here (the record returned is at most MAX_RECORD_BYTES).
-    gone = engine.database[entity.collection].find_one_and_delete({**by_id, **query, **guard})
-    if gone is None:
-        return None
-    engine.tombstones.remember(entity, [(entity.key_of(gone), gone.get("id"))], utc_now(), overwrite=True)
-    if engine.observer is not None:
-        engine.observer(entity.collection, "deleted", 1)
-    return 1
 
 
 def delete_query(entity: Entity, selector) -> tuple[dict, bool]:

@@ -1,11 +1,12 @@
 """Upserts as one guarded command: the rules written into the filter, decided on a read only when it misses.
 
-The usual write (a new record, or a change to one's own, newer record) costs one command, two
-for a record that may be new (its tombstones are read first). The filter carries every rule
-that needs the stored record: its key, the caller's ownership, the staleness of the version
-sent, the Supabase id it holds, its size bound and "something changes". A record that fails
-any of them is not touched, and the read-decide-write path (upserts.upsert) says why, with
-the same answers as ever.
+A full row (one that may be new) costs its tombstone read and an insert; a change to a stored
+record costs one `find_one_and_update` whose filter carries every rule that needs the stored
+record: its key, the caller's ownership, the staleness of the version sent, the Supabase id it
+holds, its size bound and "something changes". A full row whose key is taken is merged the
+same way. A record that fails any rule is not touched, and the read-decide-write path
+(upserts.upsert) says why, with the same answers as ever. Inserts rather than upserts: an
+upsert that inserts is a scan on FerretDB v1 (2 s at 20,000 documents on SQLite, an insert 4 ms).
 """
 
 from typing import TYPE_CHECKING
@@ -18,7 +19,8 @@ from pymongo.errors import DocumentTooLarge, OperationFailure
 from ..bounds import MAX_RECORD_BYTES
 from ..clock import utc_now
 from ..model.documents import PROVENANCE_FIELD
-from .write import UpsertOutcome, Write, refuse_oversized
+from ..model.entities import Entity
+from .write import UpsertOutcome, Write, provenance, refuse_oversized
 
 if TYPE_CHECKING:
     from .engine import SyncEngine
@@ -29,42 +31,60 @@ VERSION = f"{PROVENANCE_FIELD}.version"
 
 
 def guarded_upsert(engine: "SyncEngine", write: Write, values: dict, doc_id: str) -> UpsertOutcome | None:
-    """Merge (or create) the record in one command where the rules allow it; None: decide on a read."""
+    """Create the record with one insert, or merge it with one guarded update; None: decide on a read."""
     entity = write.entity
     owner_guard = entity.rules.stored_guard(write.caller, values)
     if owner_guard is None:
         return None
-    creates = all(name in values for name in entity.required_on_create)
-    new = {"_id": doc_id, **engine.to_storage(entity, entity.insert_defaults), **values}
-    # What the record may grow by: all of it when it is new (a bound, so an update may count more).
-    sent_bytes = encoded_size(new if creates else values)
-    if sent_bytes is None:
-        return None
-    if creates:
+    if all(name in values for name in entity.required_on_create):
         if engine.tombstones.binds(entity, values, engine.tombstones.find, write.writer):
             return None  # a delete may have removed it: the read says whether it is new
-        refuse_oversized(new)
+        created = insert_new(engine, write, values, doc_id)
+        if created is not None:
+            return created
+    return merge(engine, write, values, doc_id, owner_guard)
+
+
+def insert_new(engine: "SyncEngine", write: Write, values: dict, doc_id: str) -> UpsertOutcome | None:
+    """Insert a full row as a new record; None when its key is taken (it is merged instead)."""
+    document = new_document(engine, write, values, doc_id)
+    try:
+        engine.database[write.entity.collection].insert_one(document)
+    except (OperationFailure, InvalidDocument, DocumentTooLarge):
+        # Usually a duplicate key: the record exists, merge into it. Any other refusal recurs, and is
+        # said in the same words, on the read path the merge falls back to.
+        return None
+    return UpsertOutcome("created", engine.show(write.entity, document))
+
+
+def new_document(engine: "SyncEngine", write: Write, values: dict, doc_id: str) -> dict:
+    """A new record as stored: Supabase's defaults, the values sent, its bookkeeping and size (refused if too big)."""
+    entity = write.entity
+    document = {"_id": doc_id, **engine.to_storage(entity, entity.insert_defaults), **values,
+                PROVENANCE_FIELD: provenance(write.source, 1)}
+    document[PROVENANCE_FIELD]["bytes"] = refuse_oversized(document)
+    return document
+
+
+def merge(engine: "SyncEngine", write: Write, values: dict, doc_id: str, owner_guard: dict) -> UpsertOutcome | None:
+    """Merge the values into the stored record with one command whose filter holds every rule; None: it missed."""
+    entity = write.entity
+    sent_bytes = encoded_size(values)
+    if sent_bytes is None:
+        return None
     update = {"$set": {**values, f"{PROVENANCE_FIELD}.written_at": utc_now(),
                        f"{PROVENANCE_FIELD}.source": write.source},
               "$inc": {VERSION: 1, BYTES: sent_bytes}}
-    if creates:
-        # Written only when the upsert inserts: columns the record does not send get Supabase's defaults.
-        update["$setOnInsert"] = {name: value for name, value in new.items() if name not in values and name != "_id"}
     conditions = [owner_guard, newer_than_stored(entity.timestamp_field, values), same_supabase_id(values),
-                  size_guard(sent_bytes), changes_something(values)]
+                  size_guard(sent_bytes), changes_something(entity, values)]
     query = {"_id": doc_id, "$and": [condition for condition in conditions if condition]}
     try:
         before = engine.database[entity.collection].find_one_and_update(
-            query, update, upsert=creates, return_document=ReturnDocument.BEFORE)
+            query, update, return_document=ReturnDocument.BEFORE)
     except (OperationFailure, InvalidDocument, DocumentTooLarge):
-        # A duplicate key (the record exists but failed a guard, or another writer just created it),
-        # or a record the database refuses: the read path decides, and says why in the same words.
-        return None
+        return None  # refused for its content: the read path's write is refused too, and says why
     if before is None:
-        if not creates:
-            return None  # missing, stale, someone else's, unchanged or near its size bound: read it
-        stored = {**new, PROVENANCE_FIELD: {"version": 1, "source": write.source}}
-        return UpsertOutcome("created", engine.show(entity, stored))
+        return None  # missing, stale, someone else's, unchanged or near its size bound: the read says which
     changed = any(name not in before or before[name] != value for name, value in values.items())
     return UpsertOutcome("updated" if changed else "unchanged", engine.show(entity, {**before, **values}))
 
@@ -100,6 +120,13 @@ def size_guard(sent_bytes: int) -> dict:
     return {BYTES: {"$lte": MAX_RECORD_BYTES - sent_bytes}}
 
 
-def changes_something(values: dict) -> dict:
-    """At least one value sent differs from the stored one: an unchanged replay writes nothing."""
-    return {"$or": [{name: {"$ne": value}} for name, value in values.items()]}
+def changes_something(entity: Entity, values: dict) -> dict:
+    """At least one value sent differs from the stored one: an unchanged replay writes nothing.
+
+    Only declared columns with a scalar value are compared here: the database compares an
+    object's keys in order and 1 with true as different, where the read path's rule (and
+    jsonb) see them equal. A change to an object alone misses, and the read path makes it.
+    """
+    compared = [name for name, value in values.items()
+                if name in entity.schema.fields and not isinstance(value, dict | list)]
+    return {"$or": [{name: {"$ne": values[name]}} for name in compared]}

@@ -11,7 +11,7 @@ from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 
 from ..clock import as_utc
 from ..model.documents import PROVENANCE_FIELD
-from .guarded import guarded_upsert
+from .guarded import guarded_upsert, new_document
 from .tombstones import Finder
 from .write import (
     DUPLICATE,
@@ -97,9 +97,7 @@ def decide(engine: "SyncEngine", write: Write, values: dict, current: dict | Non
     # Before any answer about the stored record, so nothing leaks (Forbidden).
     entity.rules.check_write(write.caller, values, current, engine.database)
     if current is None:
-        document = {"_id": entity.key_of(values), **engine.to_storage(entity, entity.insert_defaults),
-                    **values, PROVENANCE_FIELD: provenance(write.source, 1)}
-        document[PROVENANCE_FIELD]["bytes"] = refuse_oversized(document)
+        document = new_document(engine, write, values, entity.key_of(values))
         return PlannedWrite(document["_id"], document, None, document)
     if not write.authoritative and is_stale(engine, write, current, values, find_tombstone):
         return UpsertOutcome("stale", engine.show(entity, current))
