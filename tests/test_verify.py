@@ -6,11 +6,35 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from pymongo import monitoring
 
 from testbed.data.supabase_rows import generate_rows, seed_shop
 from testbed.servers.postgrest import PostgrestServer
 
 SERVICE_KEY = "test-service-role-key"
+
+
+class FindCommands(monitoring.CommandListener):
+    """The `find` commands sent by any thread while watching: collection and sort of each."""
+
+    def __init__(self) -> None:
+        self.watching = False
+        self.finds: list[tuple[str, object]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.watching and event.command_name == "find":
+            self.finds.append((event.command["find"], event.command.get("sort")))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+# pymongo's listeners are process-wide and apply to clients made after registering: idle unless watching.
+FINDS = FindCommands()
+monitoring.register(FINDS)
 
 
 def fitkart(runner, *args: str):
@@ -272,34 +296,37 @@ def test_verify_covers_all_six_tables_with_planted_drift(runner, supabase_db, mo
     assert all(table["different"][0]["fields"][0]["field"] == "created_at" for table in report["tables"].values())
 
 
-def test_read_ahead_keeps_order_raises_the_readers_error_and_closes_early():
-    """The helper thread hands rows over in order, passes an error on, and stops its source when left."""
-    from fitkart_server.reconcile.compare import read_ahead
+def test_read_together_keeps_each_streams_order_raises_a_readers_error_and_closes_early():
+    """Pages come tagged by stream, each stream in its order; an error is passed on; leaving stops every source."""
+    from fitkart_server.reconcile.compare import read_together
 
-    assert list(read_ahead(iter(range(2500)), page_size=100)) == list(range(2500))
+    pages = list(read_together([iter(range(2500)), iter(range(10_000, 10_250))], page_size=100))
+    for index, expected in ((0, list(range(2500))), (1, list(range(10_000, 10_250)))):
+        assert [row for stream, page in pages if stream == index for row in page] == expected
+    assert max(len(page) for _, page in pages) == 100
 
     def failing():
         yield 1
         raise RuntimeError("source went away")
 
     with pytest.raises(RuntimeError, match="source went away"):
-        list(read_ahead(failing(), page_size=1))
+        list(read_together([iter(range(5)), failing()], page_size=1))
 
     closed = []
 
-    def endless():
+    def endless(name):
         try:
             n = 0
             while True:
                 yield n
                 n += 1
         finally:
-            closed.append(True)
+            closed.append(name)
 
-    rows = read_ahead(endless(), pages=2, page_size=10)
-    assert [next(rows) for _ in range(5)] == [0, 1, 2, 3, 4]
-    rows.close()
-    assert closed == [True]
+    together = read_together([endless("a"), endless("b")], pages=2, page_size=10)
+    assert len(next(together)[1]) == 10
+    together.close()
+    assert sorted(closed) == ["a", "b"]
 
 
 def test_mirror_failing_mid_run_is_an_error_not_drift(make_app, own_database, decimal_mode, shop, monkeypatch):
@@ -324,8 +351,8 @@ def test_mirror_failing_mid_run_is_an_error_not_drift(make_app, own_database, de
     assert "error: the mirror's database failed" in result.output
 
 
-def test_a_document_stored_under_its_own_id_is_compared_in_key_order(runner, shop, mongo):
-    """A record another writer stored with an ObjectId _id (which sorts after every key) still meets its row."""
+def test_a_document_stored_under_its_own_id_still_meets_its_row(runner, shop, mongo):
+    """A record another writer stored with an ObjectId _id still meets its row: the join is by the key's fields."""
     url, _ = shop
     assert fitkart(runner, "backfill", "--database-url", url).exit_code == 0
     first = mongo.cart_items.find().sort("id", 1).limit(1)[0]  # the smallest key of two
@@ -333,3 +360,60 @@ def test_a_document_stored_under_its_own_id_is_compared_in_key_order(runner, sho
     mongo.cart_items.insert_one({name: value for name, value in first.items() if name != "_id"})
     result = fitkart(runner, "verify", "--database-url", url)
     assert result.exit_code == 0, result.output
+
+
+def test_verify_never_asks_the_mirror_to_sort(runner, shop, mongo):
+    """Every table's documents are read in the mirror's storage order: no `find` verify sends carries a sort."""
+    url, _ = shop
+    assert fitkart(runner, "backfill", "--database-url", url).exit_code == 0
+    FINDS.finds, FINDS.watching = [], True
+    try:
+        result = fitkart(runner, "verify", "--database-url", url)
+    finally:
+        FINDS.watching = False
+    assert result.exit_code == 0, result.output
+    tables = {"products", "cart_items", "wishlist_items", "profiles", "orders", "user_roles"}
+    assert tables <= {collection for collection, _ in FINDS.finds}
+    assert [(collection, sort) for collection, sort in FINDS.finds if sort] == []
+
+
+def test_verify_finds_drift_spread_over_many_pages_in_key_order(runner, supabase_db, mongo, monkeypatch):
+    """Pages of a few records and a tiny cache, so most records wait on disk for their counterpart: every planted
+    missing, extra and differing record is found, no other, each kind listed in key order; repair mends them all."""
+    from fitkart_server.reconcile import compare, unmatched
+
+    monkeypatch.setattr(compare, "READ_PAGE", 7)
+    monkeypatch.setattr(compare, "MIRROR_BATCH", 25)
+    monkeypatch.setattr(unmatched, "CACHE_KIB", 64)
+    generate_rows(supabase_db, products=50, carts=1200, wishlists=800, profiles=0)
+    assert fitkart(runner, "backfill", "--database-url", supabase_db).exit_code == 0
+    planted = {}
+    for name, key in (("cart_items", ("id",)), ("wishlist_items", ("user_id", "product_id"))):
+        documents = list(mongo[name].find({}, {"_fitkart": 0}).sort("_id", 1))[::13]  # spread over the table
+        missing, different, extra = documents[0::3], documents[1::3], documents[2::3]
+        mongo[name].delete_many({"_id": {"$in": [document["_id"] for document in missing]}})
+        for document in different:
+            mongo[name].update_one({"_id": document["_id"]}, {"$set": {"created_at": datetime(2001, 1, 1, tzinfo=UTC)}})
+        added = []
+        for document in extra:
+            fresh = {**document, "id": str(uuid.uuid4()), "user_id": str(uuid.uuid4())}
+            fresh["_id"] = "|".join(fresh[part] for part in key)
+            added.append(fresh)
+        mongo[name].insert_many(added)
+        planted[name] = {kind: sorted(({part: document[part] for part in key} for document in documents),
+                                      key=lambda key_of: tuple(key_of.values()))
+                         for kind, documents in (("missing", missing), ("different", different), ("extra", added))}
+    code, report = verify_json(runner, "--database-url", supabase_db)
+    assert code == 1
+    for name, expected in planted.items():
+        table = report["tables"][name]
+        assert table["missing"] == expected["missing"], name  # in key order, as planted is sorted
+        assert table["extra"] == expected["extra"], name
+        assert [entry["key"] for entry in table["different"]] == expected["different"], name
+        assert all([difference["field"] for difference in entry["fields"]] == ["created_at"]
+                   for entry in table["different"]), name
+    assert report["tables"]["cart_items"]["supabase_rows"] == 1200
+    assert report["tables"]["cart_items"]["mirror_rows"] == 1200  # as many extra as missing
+    assert report["drift"] == sum(len(kinds) for table in planted.values() for kinds in table.values())
+    assert fitkart(runner, "repair", "--database-url", supabase_db).exit_code == 0
+    assert fitkart(runner, "verify", "--database-url", supabase_db).exit_code == 0

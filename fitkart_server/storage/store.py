@@ -167,8 +167,8 @@ class Store:
     def for_jobs(self) -> "Store":
         """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
 
-        A server that sorts in memory (FerretDB v1) answers the first batch of a sorted scan
-        only after sorting the whole collection, far beyond a request's socket timeout.
+        A busy or slow server may take longer than a request's socket timeout over one batch of
+        a whole-collection scan (FerretDB v1 decodes every document in Go), or over a bulk repair.
         Server selection keeps its short timeout, so a database that is down still fails fast.
         """
         if self.embedded or self.socket_timeout_ms >= JOB_SOCKET_TIMEOUT_MS:
