@@ -13,6 +13,8 @@ MORE = "_more"  # the key that says how many errors were left out
 # A stored record, however many writes merged into it (unknown columns accumulate): 1 MiB, the
 # body limit, so reading one back or echoing it costs what writing it once could.
 MAX_RECORD_BYTES = 1024 * 1024
+# Updates per database command: FerretDB v1.24 stops answering an update command of 100 or more.
+UPDATES_PER_COMMAND = 99
 # Records one answer carries: a batch's echoes (later results leave `record` out) or a list page
 # (it ends early, with a cursor to the rest). At least one record always fits.
 MAX_ECHO_BYTES = 1024 * 1024

@@ -101,3 +101,17 @@ def test_refusals_are_kept_in_the_order_the_operations_came(client, mongo):
     assert list(second) == ["_more"]  # the budget was spent by the operation before it
     kept = [reject["op"] for reject in mongo.sync_rejects.find().sort("at", 1)]
     assert kept == ["upsert", "bogus"]
+
+
+def test_a_batch_of_five_hundred_partial_updates_is_applied(client, mongo):
+    """A batch of 500 partial updates of stored rows: every one updated, at once (FerretDB v1.24 stops
+    answering a single update command of 100 or more, so updates go in commands of fewer)."""
+    rows = [cart_item() for _ in range(500)]
+    created = client.post("/api/sync/batch", json={"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": row} for row in rows]})
+    assert created.status_code == 200
+    response = client.post("/api/sync/batch", json={"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": {"id": row["id"], "quantity": 9}} for row in rows]})
+    assert response.status_code == 200, response.get_json()
+    assert {result["result"] for result in response.json["results"]} == {"updated"}
+    assert mongo.cart_items.count_documents({"quantity": 9}) == 500

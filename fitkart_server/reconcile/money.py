@@ -9,6 +9,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from ..bounds import UPDATES_PER_COMMAND
 from ..model.entities import ENTITIES
 from ..model.schemas import CENT, Money
 from .sources import PAGE_SIZE
@@ -52,7 +53,7 @@ def convert_money(database: Database, collection: str, column: str, store_money:
     """Store every amount of one column in the form `store_money` gives: streamed, resumable, idempotent.
 
     One cursor reads only `_id` and the amount (memory stays flat); a bulk write per `batch_size`
-    changes sets each amount only while the document still holds the value read, so a write made
+    changes (UPDATES_PER_COMMAND at most) sets each amount only while the document still holds the value read, so a write made
     meanwhile wins. An interrupted run keeps what it did: run again, and that counts as already right.
     """
     report = MoneyConversion(collection, column)
@@ -73,7 +74,7 @@ def convert_money(database: Database, collection: str, column: str, store_money:
             # A concurrent engine write still passes its version guard, and the status page's "last write" and
             # "writes in the last hour" keep counting data changes only.
             pending.append(UpdateOne({"_id": document["_id"], column: value}, {"$set": {column: wanted}}))
-            if len(pending) == batch_size:
+            if len(pending) == min(batch_size, UPDATES_PER_COMMAND):
                 _write_conversions(target, pending, report)
                 pending = []
     if pending:

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from pymongo import InsertOne, UpdateOne
+from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from ..bounds import UPDATES_PER_COMMAND
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Caller, Forbidden
 from . import deletes, upserts
@@ -164,16 +166,11 @@ def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answ
 
 
 def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrite]], answers: list) -> None:
-    """One unordered bulk_write of planned writes; those that lost a race are redone alone."""
+    """The planned writes in bulk, unordered; those that lost a race are redone alone."""
     entity = writes[0][1].entity
     collection = engine.database[entity.collection]
-    try:
-        result = collection.bulk_write([InsertOne(planned.insert) if planned.insert is not None
-                                        else UpdateOne(*planned.update) for _, _, planned in writes], ordered=False)
-        failed, matched = {}, result.matched_count
-    except BulkWriteError as error:
-        failed = {failure["index"]: failure for failure in error.details.get("writeErrors", [])}
-        matched = error.details.get("nMatched", 0)
+    failed, matched = _bulk_write(collection, [InsertOne(planned.insert) if planned.insert is not None
+                                               else UpdateOne(*planned.update) for _, _, planned in writes])
     updates = [planned for position, (_, _, planned) in enumerate(writes)
                if planned.update is not None and position not in failed]
     lost: set[str] = set()
@@ -195,6 +192,26 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
             outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
                                     engine.show(entity, planned.result))
             answers[index] = answer(engine.noted(entity.collection, outcome))
+
+
+def _bulk_write(collection: Collection, operations: list) -> tuple[dict[int, dict], int]:
+    """Write unordered, the inserts in one command and the updates in commands of UPDATES_PER_COMMAND at most.
+
+    The write errors by the operation's position, and how many updates matched their filter.
+    """
+    inserts = [(position, op) for position, op in enumerate(operations) if isinstance(op, InsertOne)]
+    updates = [(position, op) for position, op in enumerate(operations) if not isinstance(op, InsertOne)]
+    commands = ([inserts] if inserts else []) + [updates[start:start + UPDATES_PER_COMMAND]
+                                                 for start in range(0, len(updates), UPDATES_PER_COMMAND)]
+    failed: dict[int, dict] = {}
+    matched = 0
+    for command in commands:
+        try:
+            matched += collection.bulk_write([op for _, op in command], ordered=False).matched_count
+        except BulkWriteError as error:
+            failed.update({command[failure["index"]][0]: failure for failure in error.details.get("writeErrors", [])})
+            matched += error.details.get("nMatched", 0)
+    return failed, matched
 
 
 def _holds(stored: dict | None, update: dict) -> bool:
