@@ -53,8 +53,9 @@ def convert_money(database: Database, collection: str, column: str, store_money:
     """Store every amount of one column in the form `store_money` gives: streamed, resumable, idempotent.
 
     One cursor reads only `_id` and the amount (memory stays flat); a bulk write per `batch_size`
-    changes (UPDATES_PER_COMMAND at most) sets each amount only while the document still holds the value read, so a write made
-    meanwhile wins. An interrupted run keeps what it did: run again, and that counts as already right.
+    changes (UPDATES_PER_COMMAND at most) sets each amount only while the document still holds the
+    value read, so a write made meanwhile wins. An interrupted run keeps what it did: run again, and that
+    counts as already right.
     """
     report = MoneyConversion(collection, column)
     target = database[collection]
