@@ -5,40 +5,11 @@ replayer run on threads of their own). Not timed: the count is a property of the
 benchmark's (BENCHMARKS.md).
 """
 
-import threading
-
 import pytest
 from pymongo import monitoring
 
+from testbed.commands import RequestCommands
 from testbed.data.records import cart_item, order, profile, stamp
-
-
-class RequestCommands(monitoring.CommandListener):
-    """The database commands one thread sends while it is being watched."""
-
-    def __init__(self) -> None:
-        self.thread: int | None = None
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if threading.get_ident() == self.thread:
-            self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def during(self, send) -> list[str]:
-        """The commands `send()` made on this thread."""
-        self.names, self.thread = [], threading.get_ident()
-        try:
-            send()
-        finally:
-            self.thread = None
-        return self.names
-
 
 # pymongo's listeners are process-wide and apply to clients made after registering: one, idle unless watching.
 COMMANDS = RequestCommands()
