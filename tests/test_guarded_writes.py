@@ -188,11 +188,29 @@ def test_a_new_record_over_one_megabyte_with_its_bookkeeping_is_refused(client, 
 
 
 def test_the_size_bound_of_a_new_record_covers_what_is_stored(client, mongo) -> None:
-    """Size bound: a record created in one command stores a bound no smaller than the record it stores."""
+    """Size bound: a record created in one command stores a bound no smaller than the record it stores,
+    the bound itself included, and after a merge made on the read path (with a longer source name) too."""
     item = cart_item()
     assert post(client, "cart_items", item).json["result"] == "created"
     stored = mongo.cart_items.find_one({"_id": item["id"]})
-    assert stored["_fitkart"]["bytes"] >= len(bson.encode(without_size_bound(stored)))
+    assert stored["_fitkart"]["bytes"] >= len(bson.encode(stored))
+    mongo.cart_items.update_one({"_id": item["id"]}, {"$unset": {"_fitkart.bytes": ""}})  # merged on a read
+    engine = SyncEngine(mongo, decimal_mode="double")
+    assert engine.upsert_record(BY_COLLECTION["cart_items"], {"id": item["id"], "quantity": 4},
+                                source="reconcile").result == "updated"
+    stored = mongo.cart_items.find_one({"_id": item["id"]})
+    assert stored["_fitkart"]["bytes"] >= len(bson.encode(stored))
+
+
+def test_a_flag_stored_as_1_and_sent_as_true_is_unchanged_and_not_written(client, mongo) -> None:
+    """Unchanged writes nothing: a product's is_active stored as 1 by another writer, sent as true, is the
+    same value to the read path's rule, so it is answered `unchanged` and the stored document stays."""
+    goods = product()
+    assert post(client, "products", goods).json["result"] == "created"
+    mongo.products.update_one({"_id": goods["id"]}, {"$set": {"is_active": 1}})
+    before = mongo.products.find_one({"_id": goods["id"]})
+    assert post(client, "products", {"id": goods["id"], "is_active": True}).json["result"] == "unchanged"
+    assert mongo.products.find_one({"_id": goods["id"]}) == before
 
 
 def test_a_record_created_in_one_command_cannot_be_merged_past_one_megabyte(client, mongo) -> None:

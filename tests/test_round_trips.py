@@ -81,3 +81,7 @@ def test_round_trips_of_a_batch(watched):
     partial = {"operations": [{"op": "upsert", "collection": "cart_items", "record": {"id": row["id"], "quantity": 9}}
                               for row in rows]}
     assert count(watched, "post", "/api/sync/batch", partial) == ["find", "find", "update"]
+    # The same full rows again (an outbox's retry): every insert collides, and only those keys are read, at once.
+    replay = count(watched, "post", "/api/sync/batch", {"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": {**row, "quantity": 9}} for row in rows]})
+    assert replay == ["find", "insert", "find", "find"]  # tombstones, insert, the collided records, their tombstones

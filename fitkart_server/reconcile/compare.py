@@ -1,10 +1,10 @@
 """Proving the mirror equals Supabase (verify): both sides streamed, each in its own order, and joined by key.
 
-Memory stays bounded whatever the table size (see compare_table). Values are normalised
-before comparing, honestly and only as far as the two stores really differ: uuid case,
-timestamps to the millisecond (BSON's precision) in UTC, numeric(10,2) as decimals whatever
-FITKART_DECIMAL_MODE stored, arrays as lists, jsonb as JSON values; a column the mirror
-lacks equals a Supabase null.
+Memory stays bounded whatever the table size (see compare_table), apart from the drift
+reported. Values are normalised before comparing, honestly and only as far as the two stores
+really differ: uuid case, timestamps to the millisecond (BSON's precision) in UTC,
+numeric(10,2) as decimals whatever FITKART_DECIMAL_MODE stored, arrays as lists, jsonb as
+JSON values; a column the mirror lacks equals a Supabase null.
 """
 
 import queue
@@ -262,8 +262,8 @@ def compare_table(entity: Entity, source: Source, database: Database, report: Ta
     A record waits (on disk, in `Unmatched`) until the other side's record with its key
     arrives; the pair is compared then and forgotten. What still waits once both sides are
     read is missing (Supabase's) or extra (the mirror's). Memory is bounded whatever the
-    table size: `read_together`'s pages (at most 4 of READ_PAGE rows per side, one in hand),
-    one mirror batch (MIRROR_BATCH documents) and Unmatched's page cache (CACHE_KIB). The
+    table size (apart from the drift reported): `read_together`'s pages (at most 4 of READ_PAGE
+    rows per side, one in hand), one mirror batch (MIRROR_BATCH documents) and Unmatched's page cache (CACHE_KIB). The
     report's lists are then put in key order, so a run lists the same records as the last.
     """
     key_of = key_reader(entity)

@@ -4,8 +4,8 @@ Each side's records arrive in an order of its own (Supabase in key order, the mi
 storage order), so a record may come long before the one with its key on the other side. It
 waits here, pickled, indexed by side and key; SQLite keeps at most CACHE_KIB of its pages in
 memory, so memory stays bounded however many records wait. The file is private to this
-process and deleted when closed. Records come and go a page at a time: one statement per page
-and kind, not one per record.
+process and deleted when closed. Records come and go a page at a time: a few statements per
+page, not one per record.
 """
 
 import pickle

@@ -133,17 +133,19 @@ def _distinct_upserts(writes: list[Write]) -> bool:
     return True
 
 
-def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answers: list) -> None:
-    """Decide the upserts of one table, then write them in one bulk_write.
+def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answers: list,
+                read_first: bool = False) -> None:
+    """Decide the upserts of one table, then write them in bulk.
 
     A batch of full rows (the outbox's new records, an ingest) is inserted without reading the
-    records first: only those whose insert collides are decided again, alone. Any other batch is
-    decided from one read of its records.
+    records first: those whose insert collides (stored already: a replay, or a change) are then
+    read, only they, in one query, and decided again together. Any other batch is decided from
+    one read of its records.
     """
     entity = items[0][1].entity
     collection = engine.database[entity.collection]
     ids = [entity.key_of(values) for _, _, values in items]
-    full_rows = all(set(entity.required_on_create) <= values.keys() for _, _, values in items)
+    full_rows = not read_first and all(set(entity.required_on_create) <= values.keys() for _, _, values in items)
     current = {} if full_rows else {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
     wanted = [tid for _, _, values in items for tid in tombstone_ids(entity, None, values.get("id"))]
     tombstones = engine.tombstones.find_many(wanted + [key_tombstone(entity, doc_id) for doc_id in ids])
@@ -161,12 +163,19 @@ def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answ
             answers[index] = answer(engine.noted(entity.collection, decision))
         else:
             writes.append((index, write, decision))
-    if writes:
-        _write_bulk(engine, writes, answers)
+    collided = _write_bulk(engine, writes, answers, redo_collisions=not full_rows) if writes else []
+    if collided:
+        values_of = {index: values for index, _, values in items}
+        _apply_bulk(engine, [(index, write, values_of[index]) for index, write in collided], answers, read_first=True)
 
 
-def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrite]], answers: list) -> None:
-    """The planned writes in bulk, unordered; those that lost a race are redone alone."""
+def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrite]], answers: list,
+                redo_collisions: bool) -> list[tuple[int, Write]]:
+    """The planned writes in bulk, unordered; those that lost a race are redone alone.
+
+    Inserts whose key is taken are redone alone too, or, unless `redo_collisions`, handed back
+    (their index and write) to be decided on a read of their records.
+    """
     entity = writes[0][1].entity
     collection = engine.database[entity.collection]
     failed, matched = _bulk_write(collection, [InsertOne(planned.insert) if planned.insert is not None
@@ -179,6 +188,7 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
         # not by the version number alone (a writer that read the same version writes that same number).
         stored = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": [planned.doc_id for planned in updates]}})}
         lost = {planned.doc_id for planned in updates if not _holds(stored.get(planned.doc_id), planned.update[1])}
+    collided: list[tuple[int, Write]] = []
     for position, (index, write, planned) in enumerate(writes):
         missed = planned.update is not None and planned.doc_id in lost
         refused = failed.get(position)
@@ -186,12 +196,15 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
             # Refused for its content: the same write alone would be refused again, so say so now.
             refusal = RecordRejected(f"The database refused the record: {refused.get('errmsg', '')}")
             answers[index] = engine.refused(write, refusal)
+        elif refused is not None and planned.insert is not None and not redo_collisions:
+            collided.append((index, write))
         elif refused is not None or missed:
             answers[index] = apply_one(engine, write)  # lost a race: redo it alone, with the full rules
         else:
             outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
                                     engine.show(entity, planned.result))
             answers[index] = answer(engine.noted(entity.collection, outcome))
+    return collided
 
 
 def _bulk_write(collection: Collection, operations: list) -> tuple[dict[int, dict], int]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import bson
 from bson.errors import InvalidDocument
 from pymongo import ReturnDocument
-from pymongo.errors import DocumentTooLarge, OperationFailure
+from pymongo.errors import DocumentTooLarge, OperationFailure, WriteConcernError
 
 from ..bounds import MAX_RECORD_BYTES
 from ..clock import utc_now
@@ -50,6 +50,8 @@ def insert_new(engine: "SyncEngine", write: Write, values: dict, doc_id: str) ->
     document = new_document(engine, write, values, doc_id)
     try:
         engine.database[write.entity.collection].insert_one(document)
+    except WriteConcernError:
+        raise  # written, but not as durably as configured: the request fails (or is queued), as on the read path
     except (OperationFailure, InvalidDocument, DocumentTooLarge):
         # Usually a duplicate key: the record exists, merge into it. Any other refusal recurs, and is
         # said in the same words, on the read path the merge falls back to.
@@ -81,12 +83,14 @@ def merge(engine: "SyncEngine", write: Write, values: dict, doc_id: str, owner_g
     try:
         before = engine.database[entity.collection].find_one_and_update(
             query, update, return_document=ReturnDocument.BEFORE)
+    except WriteConcernError:
+        raise  # written, but not as durably as configured: as on the read path
     except (OperationFailure, InvalidDocument, DocumentTooLarge):
         return None  # refused for its content: the read path's write is refused too, and says why
     if before is None:
         return None  # missing, stale, someone else's, unchanged or near its size bound: the read says which
-    changed = any(name not in before or before[name] != value for name, value in values.items())
-    return UpsertOutcome("updated" if changed else "unchanged", engine.show(entity, {**before, **values}))
+    # The filter held "something changes", so the record was written: updated.
+    return UpsertOutcome("updated", engine.show(entity, {**before, **values}))
 
 
 def encoded_size(values: dict) -> int | None:
@@ -123,10 +127,11 @@ def size_guard(sent_bytes: int) -> dict:
 def changes_something(entity: Entity, values: dict) -> dict:
     """At least one value sent differs from the stored one: an unchanged replay writes nothing.
 
-    Only declared columns with a scalar value are compared here: the database compares an
-    object's keys in order and 1 with true as different, where the read path's rule (and
-    jsonb) see them equal. A change to an object alone misses, and the read path makes it.
+    Only declared columns with a scalar value other than true/false are compared here: the
+    database compares an object's keys in order and 1 with true as different, where the read
+    path's rule (and jsonb) see them equal. A change to those alone misses, and the read path
+    makes it.
     """
     compared = [name for name, value in values.items()
-                if name in entity.schema.fields and not isinstance(value, dict | list)]
+                if name in entity.schema.fields and not isinstance(value, dict | list | bool)]
     return {"$or": [{name: {"$ne": values[name]}} for name in compared]}
