@@ -47,7 +47,10 @@ class SqliteStorage(Storage):
         if getattr(self._local, "pid", None) != os.getpid():
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Set once per file (it persists): changing it needs the file to itself, which a worker starting
+            # beside busy ones may not get ("database is locked").
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")  # counters need no fsync per hit
             connection.execute(SCHEMA)
             self._local.connection, self._local.pid = connection, os.getpid()

@@ -84,7 +84,10 @@ class Spool:
         if getattr(self._local, "pid", None) != os.getpid():
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Set once per file (it persists): changing it needs the file to itself, which a worker starting
+            # beside busy ones may not get ("database is locked").
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
             # FULL: each commit is fsync'd, so a write answered 202 survives a crash or power loss.
             connection.execute("PRAGMA synchronous=FULL")
             for statement in SCHEMA:
