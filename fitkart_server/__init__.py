@@ -34,9 +34,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     requestlog.init_app(app)  # first: its line times every other hook
     hardening.init_app(app)
-    # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
-    CORS(app, resources={r"/api/*": {"origins": app.config["FITKART_CORS_ORIGINS"]}},
-         supports_credentials=False)
+    # Tokens travel in the Authorization header, never in cookies: no credentialed CORS. The health checks share
+    # the API's origins, so that a page of the shop can read whether the server is up before it syncs.
+    allowed = {"origins": app.config["FITKART_CORS_ORIGINS"]}
+    CORS(app, resources={r"/api/*": allowed, "/healthz": allowed, "/readyz": allowed}, supports_credentials=False)
     api = Api(app)
     errors.init_app(app, api)
     store.init_app(app)

@@ -102,6 +102,8 @@ def _not_replayable(reject: dict) -> str | None:
         return "it is not one record's upsert or delete (a malformed batch or webhook)"
     if reject.get("status") == 403:
         return "it was refused as another user's row; replaying it as an operator would bypass that"
+    if reject.get("status") == 400:  # a batch record nested past MAX_JSON_DEPTH: no client may send it as it is
+        return "its record is nested deeper than a request may be; replaying it would bypass that limit"
     if reject.get("payload_truncated"):
         return "its payload was cut at 64 KiB when stored"
     if reject.get("source") not in ("client", "webhook", "reconcile"):

@@ -17,6 +17,8 @@ RETRY_AFTER_SECONDS = 2
 
 def as_http_error(error: Exception) -> HTTPException:
     """The HTTP error an engine or database failure stands for, with its details attached."""
+    if isinstance(error, HTTPException):  # refused before the engine, e.g. a batch record nested too deep
+        return error
     if isinstance(error, RecordRejected):
         http_error = UnprocessableEntity()
         http_error.data = {"message": error.message, "errors": {"json": error.errors}}
@@ -41,7 +43,8 @@ def as_http_error(error: Exception) -> HTTPException:
 def error_body(error: Exception) -> dict:
     """The JSON body of an error, for places that report errors inside a 200 (batches)."""
     http_error = as_http_error(error)
-    details = {key: http_error.data[key] for key in ("message", "errors") if key in http_error.data}
+    data = getattr(http_error, "data", None) or {"message": http_error.description}
+    details = {key: data[key] for key in ("message", "errors") if key in data}
     return {"code": http_error.code, "status": http_error.name, **details}
 
 

@@ -5,13 +5,21 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, has_request_context, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest
 
 from ..bounds import MAX_MESSAGE, cut, cut_bytes
 
+# How deeply a request body's arrays and objects may nest (400 past it), and so a record sent alone.
 MAX_JSON_DEPTH = 32
+# The levels a batch wraps each record in: the body object, its `operations` list, and the operation.
+BATCH_ENVELOPE_LEVELS = 3
+# How much deeper than MAX_JSON_DEPTH a batch body may nest. At least its envelope's levels, so that a record
+# accepted alone is accepted in a batch; more, so that a record somewhat too deep is read and refused in its own
+# operation's result (400, at MAX_JSON_DEPTH: see api/batch.py) while the batch's other operations apply, rather
+# than one record sinking the whole batch. A body past it is refused unread, as any body past its limit.
+BATCH_JSON_DEPTH_ALLOWANCE = MAX_JSON_DEPTH
 # A log record's message, and a trace's text, are cut to this many bytes: no request can make
 # the server write megabytes of log, whatever ends up in a message (a line stays under 16 KB).
 MAX_LOG_BYTES = 6 * 1024
@@ -44,17 +52,30 @@ def json_depth(value) -> int:
     return deepest
 
 
+def json_depth_limit() -> int:
+    """How deeply this request's body may nest: MAX_JSON_DEPTH, more where its view allows more.
+
+    A view (function or MethodView class) allows more with a `json_depth_allowance` attribute. The route is
+    known before the body is read, so the limit is the route's whoever reads the body first.
+    """
+    if not has_request_context() or request.endpoint is None:
+        return MAX_JSON_DEPTH
+    view = current_app.view_functions.get(request.endpoint)
+    return MAX_JSON_DEPTH + getattr(getattr(view, "view_class", view), "json_depth_allowance", 0)
+
+
 class StrictJSONProvider(DefaultJSONProvider):
-    """Flask's JSON, refusing NaN, infinities and nesting deeper than 32 (as 400s)."""
+    """Flask's JSON, refusing NaN, infinities and nesting past the request's depth limit (as 400s)."""
 
     def loads(self, s, **kwargs):
         """Parse a request body strictly; any refusal is a ValueError, which Flask makes a 400."""
+        limit = json_depth_limit()
         try:
             value = json.loads(s, parse_constant=_refuse_constant, parse_float=_finite_float, **kwargs)
         except RecursionError:
-            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-        if json_depth(value) > MAX_JSON_DEPTH:
-            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            raise ValueError(f"JSON nested deeper than {limit} levels") from None
+        if json_depth(value) > limit:
+            raise ValueError(f"JSON nested deeper than {limit} levels")
         return value
 
 

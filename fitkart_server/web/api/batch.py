@@ -7,12 +7,16 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
 from marshmallow import Schema, fields
+from werkzeug.exceptions import BadRequest
 
 from ...bounds import MAX_ECHO_BYTES
+from ...model.entities import BY_COLLECTION
 from ...sync.batch import OperationSchema
+from ...sync.write import OPERATIONS
 from .. import writes
 from ..auth import current_caller
 from ..errors import error_body
+from ..hardening import BATCH_JSON_DEPTH_ALLOWANCE, MAX_JSON_DEPTH, json_depth
 from . import examples
 from .bodies import json_body, record_body_doc
 
@@ -31,13 +35,18 @@ class BatchResultSchema(Schema):
 
     results = fields.List(fields.Dict(), required=True, metadata={"description": (
         '`{"result": R, "record": {...}}` for an upsert, `{"deleted": n}` for a delete, '
-        '`{"error": {code, status, message, errors}}` for an operation that was refused. Records are '
+        '`{"error": {code, status, message, errors}}` for an operation that was refused (400 for a record nested '
+        f'deeper than {MAX_JSON_DEPTH} levels, 422 for an invalid one, 403 for another user\'s). Records are '
         'echoed while they add up to 1 MiB; later upsert results leave `record` out.')})
 
 
 @blp.route("/batch")
 class Batch(MethodView):
     """The batch endpoint."""
+
+    # Its body may nest deeper than a record sent alone: the envelope's levels, and room to read a record too
+    # deep and refuse it in its own result. Each record is held to MAX_JSON_DEPTH in `post`.
+    json_depth_allowance = BATCH_JSON_DEPTH_ALLOWANCE
 
     @blp.doc(**record_body_doc(BatchSchema, "At most FITKART_MAX_BATCH operations.", examples.BATCH))
     @blp.response(200, BatchResultSchema)
@@ -60,9 +69,33 @@ class Batch(MethodView):
                                "split it and send the parts in order.")
         # Authorized and validated one by one; a refusal takes its operation's place. While the
         # database is away, operations are queued (`{"result": "queued"}`) and applied later.
-        answers = writes.write_batch(operations, route=request.path)
+        # Each record is held to the depth limit of a record sent alone: one deeper is refused in its own result,
+        # the rest are applied as ever, in order (leaving it out moves no other operation's result).
+        too_deep = {index: refusal for index, operation in enumerate(operations)
+                    if (refusal := depth_refusal(operation)) is not None}
+        applied = iter(writes.write_batch([operation for index, operation in enumerate(operations)
+                                           if index not in too_deep], route=request.path))
+        answers = [too_deep[index] if index in too_deep else next(applied) for index in range(len(operations))]
         return jsonify(results=within_echo_budget(
             [{"error": error_body(answer)} if isinstance(answer, Exception) else answer for answer in answers]))
+
+
+def depth_refusal(operation) -> BadRequest | None:
+    """The 400 of an operation whose record nests deeper than MAX_JSON_DEPTH (kept in sync_rejects), else None."""
+    record = operation.get("record") if isinstance(operation, dict) else None
+    if json_depth(record) <= MAX_JSON_DEPTH:
+        return None
+    refusal = BadRequest(f"Record nested deeper than {MAX_JSON_DEPTH} levels, the limit of a record sent alone.")
+    # Kept as the engine keeps a refused operation: the record as its payload, its table and kind when valid.
+    writes.record_reject(reason=refusal.description, errors={}, payload=record, status=400, route=request.path,
+                         collection=_named(operation.get("collection"), list(BY_COLLECTION)),
+                         operation=_named(operation.get("op"), OPERATIONS), caller=current_caller())
+    return refusal
+
+
+def _named(value, choices: list[str] | tuple[str, ...]) -> str | None:
+    """`value` when it is one of `choices` (what a reject may name), else None."""
+    return value if isinstance(value, str) and value in choices else None
 
 
 def within_echo_budget(results: list[dict]) -> list[dict]:
