@@ -1,5 +1,6 @@
 """The server as deployed, for the tests and the benchmark: gunicorn with gunicorn.conf.py."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..waiting import wait_until
 from .mongo import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -95,7 +97,24 @@ class GunicornServer:
         return self.process.wait(timeout=60)
 
     def stop(self) -> None:
-        """Make sure it is gone."""
+        """Make sure it is gone, workers too: a worker outliving its master would keep the port."""
         if self.process and self.process.poll() is None:
+            try:
+                workers = self.worker_pids()
+            except OSError:
+                workers = []
             self.process.kill()
             self.process.wait()
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not any(Path(f"/proc/{pid}/status").exists() and not _zombie(pid) for pid in workers),
+                       seconds=10)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited and waits only to be reaped (it holds no sockets)."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True

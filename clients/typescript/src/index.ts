@@ -7,11 +7,12 @@
 
 import { createLocalSync, type LocalSync, type LocalSyncOptions } from "./client.js";
 
-export { createLocalSync } from "./client.js";
-export type { AccessTokenGetter, LocalSync, LocalSyncOptions, Rejection, SyncStatus } from "./client.js";
-export { Outbox, identify, type Entry } from "./outbox.js";
+export { coalesce, createLocalSync } from "./client.js";
+export type { AccessTokenGetter, LocalSync, LocalSyncOptions, Rejection, SyncError, SyncStatus } from "./client.js";
+export { IndexedDbStore } from "./indexeddb.js";
 export * from "./records.js";
-export { defaultStorage, memoryStorage, webStorage, type StorageAdapter } from "./storage.js";
+export { ANYONE, MemoryStore, identify, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
+export { tokenSubject } from "./token.js";
 
 let shared: LocalSync | undefined;
 let sharedOptions: LocalSyncOptions = {};

@@ -1,10 +1,13 @@
 /**
  * End to end: the client against the real Flask server on the real database.
  *
- * Run by the Python suite (tests/test_typescript_client.py), which starts the database and
- * sets FITKART_E2E_PYTHON and FITKART_E2E_MONGODB_URI. Without them these tests skip,
- * unless FITKART_E2E_REQUIRED=1 makes that a failure.
+ * Run by the Python suite (tests/test_typescript_client.py), which starts the database and sets
+ * FITKART_E2E_PYTHON and FITKART_E2E_MONGODB_URI. Without them these tests fail (they never skip):
+ * run them through the Python suite, or `npm run test:unit` for the unit tests alone.
+ * Each client's outbox is the real IndexedDbStore, on fake-indexeddb.
  */
+
+import "fake-indexeddb/auto";
 
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -15,16 +18,26 @@ import { fileURLToPath } from "node:url";
 
 import { MongoClient, type Db } from "mongodb";
 
-import { createLocalSync, memoryStorage, type LocalSyncOptions } from "../src/index.js";
+import { createLocalSync, type LocalSync, type LocalSyncOptions } from "../src/index.js";
 
 const PYTHON = process.env.FITKART_E2E_PYTHON;
 const MONGODB_URI = process.env.FITKART_E2E_MONGODB_URI;
-const REQUIRED = process.env.FITKART_E2E_REQUIRED === "1";
 const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 const SECRET = "e2e-jwt-secret-with-at-least-32-characters";
 
-if (REQUIRED && !(PYTHON && MONGODB_URI)) {
-  throw new Error("FITKART_E2E_REQUIRED=1 but FITKART_E2E_PYTHON or FITKART_E2E_MONGODB_URI is not set");
+if (!(PYTHON && MONGODB_URI)) {
+  throw new Error("The end-to-end tests need FITKART_E2E_PYTHON (a Python with this repository's server installed) " +
+    "and FITKART_E2E_MONGODB_URI (a database to use). Run them from the repository root with " +
+    "`.venv/bin/pytest tests/test_typescript_client.py`, which starts the database and sets both; " +
+    "run the unit tests alone with `npm run test:unit` in clients/typescript.");
+}
+
+let outboxes = 0;
+
+/** An outbox (IndexedDB database) name no other client of this run uses. */
+function uniqueName(): string {
+  outboxes += 1;
+  return `fitkart-e2e-${process.pid}-${outboxes}`;
 }
 
 /** A TCP port nobody listens on now. */
@@ -97,10 +110,11 @@ async function stored(db: Db, collection: string): Promise<Record<string, unknow
   return db.collection(collection).find({}, { projection: { _id: 0, _fitkart: 0 } }).sort({ _id: 1 }).toArray();
 }
 
-describe("against the real server", { skip: !(PYTHON && MONGODB_URI) && "needs FITKART_E2E_PYTHON and FITKART_E2E_MONGODB_URI" }, () => {
+describe("against the real server", () => {
   let mongo: MongoClient;
   let db: Db;
   const servers: SyncServer[] = [];
+  const clients: LocalSync[] = [];
 
   before(async () => {
     mongo = new MongoClient(MONGODB_URI!, { serverSelectionTimeoutMS: 5000 });
@@ -108,6 +122,7 @@ describe("against the real server", { skip: !(PYTHON && MONGODB_URI) && "needs F
   });
 
   after(async () => {
+    clients.forEach((local) => local.stop());
     await Promise.all(servers.map((server) => server.stop()));
     await mongo?.close();
   });
@@ -118,10 +133,14 @@ describe("against the real server", { skip: !(PYTHON && MONGODB_URI) && "needs F
     return created;
   }
 
-  function client(url: string, options: LocalSyncOptions = {}) {
-    return createLocalSync({ baseUrl: url, storage: memoryStorage(), autoStart: false, ...options });
+  /** A client driven by hand (`autoStart: false`), on an outbox of its own unless `name` is given. */
+  function client(url: string, options: LocalSyncOptions = {}): LocalSync {
+    const local = createLocalSync({ baseUrl: url, name: uniqueName(), autoStart: false, ...options });
+    clients.push(local);
+    return local;
   }
 
+  /** Changes made while the server is down are kept, and once it is up they become exactly the expected documents. */
   test("server down: changes queue; server up: the queue drains into exactly the expected documents", async () => {
     await db.dropDatabase();
     const sync = await server();
@@ -166,12 +185,13 @@ describe("against the real server", { skip: !(PYTHON && MONGODB_URI) && "needs F
     assert.equal(await db.collection("sync_rejects").countDocuments(), 0);
   });
 
-  test("a reload (a new client on the same storage) loses nothing queued while the server was down", async () => {
+  /** A new client on the same name (a reload) finds and sends what the old one queued. */
+  test("a reload (a new client on the same name) loses nothing queued while the server was down", async () => {
     await db.dropDatabase();
     const sync = await server();
-    const storage = memoryStorage();
+    const name = uniqueName();
     const ids = [randomUUID(), randomUUID(), randomUUID()];
-    const before = client(sync.url, { storage, tabId: "reloaded" });
+    const before = client(sync.url, { name });
     for (const id of ids) {
       await before.syncCartItem({ id, user_id: randomUUID(), product_id: randomUUID(), size: "S" });
     }
@@ -180,13 +200,15 @@ describe("against the real server", { skip: !(PYTHON && MONGODB_URI) && "needs F
     before.stop();
 
     await sync.start();
-    const after = client(sync.url, { storage, tabId: "reloaded" });
-    assert.equal(after.status().pending, 4);
+    const after = client(sync.url, { name });
+    assert.equal((await after.refresh()).pending, 4);
     assert.equal((await after.flush()).pending, 0);
+    assert.deepEqual(await after.queued(), []);
     const storedIds = (await stored(db, "cart_items")).map((doc) => doc.id as string);
     assert.deepEqual(storedIds.sort(), ids.slice(0, 2).sort());
   });
 
+  /** With authentication on, the bearer token is sent; a 401 asks for a fresh token once; no token: 401, queue kept. */
   test("with authentication on, the token is sent, and a 401 refreshes it once", async () => {
     await db.dropDatabase();
     const sync = await server({ SUPABASE_JWT_SECRET: SECRET });
@@ -202,29 +224,47 @@ describe("against the real server", { skip: !(PYTHON && MONGODB_URI) && "needs F
     const item = { id: randomUUID(), user_id: user, product_id: randomUUID(), size: "L" };
     await local.syncCartItem(item);
     const status = await local.flush();
-    assert.deepEqual([status.pending, status.rejected], [0, 0]);
-    assert.deepEqual(asked, [false, true]);
+    assert.deepEqual([status.pending, status.rejected, status.lastError], [0, 0, null]);
+    // Exactly one forced refresh; the other calls read the current token (to know who is signed in).
+    assert.equal(asked.filter(Boolean).length, 1, `asked: ${asked.join()}`);
     assert.deepEqual((await stored(db, "cart_items")).map((doc) => doc.id), [item.id]);
 
     const anonymous = client(sync.url);
     await anonymous.syncCartItem({ ...item, quantity: 5 });
     const refused = await anonymous.flush();
-    anonymous.stop();
     assert.equal(refused.pending, 1);
     assert.match(refused.lastError!, /401/);
   });
 
+  /** A write the server refuses for good (403) becomes a rejection; another user's row is parked, not sent. */
   test("another user's row is refused for good: dropped from the queue, kept by the server", async () => {
     await db.dropDatabase();
     const sync = await server({ SUPABASE_JWT_SECRET: SECRET });
     await sync.start();
     const [me, other] = [randomUUID(), randomUUID()];
+    const theirs = { id: randomUUID(), user_id: other, product_id: randomUUID(), size: "L" };
+    const owner = client(sync.url, { getAccessToken: () => accessToken(other, 3600) });
+    await owner.syncCartItem(theirs);
+    const created = await owner.flush();
+    assert.deepEqual([created.pending, created.rejected, created.lastError], [0, 0, null]);
+
     const local = client(sync.url, { getAccessToken: () => accessToken(me, 3600) });
-    await local.syncCartItem({ id: randomUUID(), user_id: other, product_id: randomUUID(), size: "L" });
-    await local.syncCartItem({ id: randomUUID(), user_id: me, product_id: randomUUID(), size: "L" });
+    const refused: unknown[] = [];
+    local.onRejected((rejection) => refused.push(rejection.operation.record));
+    // No user_id: made by me (the token's user) for a row that is the other user's.
+    await local.syncCartItem({ id: theirs.id, quantity: 9 });
+    const mine = { id: randomUUID(), user_id: me, product_id: randomUUID(), size: "L" };
+    await local.syncCartItem(mine);
+    // Another user's row: parked until they sign in here, never sent with my token.
+    await local.syncCartItem({ id: randomUUID(), user_id: other, product_id: randomUUID(), size: "M" });
     const status = await local.flush();
-    assert.deepEqual([status.pending, status.rejected], [0, 1]);
-    assert.deepEqual((await stored(db, "cart_items")).map((doc) => doc.user_id), [me]);
+    assert.deepEqual([status.pending, status.parked, status.rejected], [0, 1, 1]);
+    assert.deepEqual(refused, [{ id: theirs.id, quantity: 9 }]);
+    assert.equal((await local.rejections())[0]!.error.code, 403);
+    assert.deepEqual(await local.parkedOwners(), [{ owner: other, count: 1 }]);
+    const cart = await stored(db, "cart_items");
+    assert.deepEqual(cart.map((doc) => doc.id).sort(), [theirs.id, mine.id].sort());
+    assert.notEqual(cart.find((doc) => doc.id === theirs.id)!.quantity, 9);
     assert.equal(await db.collection("sync_rejects").countDocuments({ status: 403 }), 1);
   });
 });

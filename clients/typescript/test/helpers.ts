@@ -1,6 +1,7 @@
-/** A fake FitKart Sync for unit tests: records each batch and answers as a handler says. */
+/** A fake FitKart Sync for unit tests: records each batch, answers as a handler says, and a settable /healthz. */
 
 import type { CartItemRecord, Operation } from "../src/records.js";
+import { MemoryStore, type QueuedOperation } from "../src/store.js";
 
 export interface SentBatch {
   url: string;
@@ -8,21 +9,38 @@ export interface SentBatch {
   operations: Operation[];
 }
 
-type Answer = { status: number; body?: unknown } | Error;
+export type Answer = { status: number; body?: unknown } | Error;
 
-/** fetch that records batches; `answer` decides each response (default: every operation acknowledged). */
-export class FakeServer {
-  readonly sent: SentBatch[] = [];
-  answer: (batch: SentBatch, index: number) => Answer = (batch) => ({
+/** The answer of a server that acknowledges every operation of a batch. */
+export function acknowledged(batch: SentBatch): Answer {
+  return {
     status: 200,
     body: { results: batch.operations.map((op) => (op.op === "delete" ? { deleted: 1 } : { result: "created", record: op.record })) },
-  });
-  /** Resolves pending responses only when `release` is called, when set. */
+  };
+}
+
+/**
+ * fetch that records batches (POST /api/sync/batch); `answer` decides each response (default: every operation
+ * acknowledged). A GET of /healthz is answered 200 or 503 by `healthy`, counted in `probes`, not recorded as a batch.
+ */
+export class FakeServer {
+  readonly sent: SentBatch[] = [];
+  answer: (batch: SentBatch, index: number) => Answer = acknowledged;
+  /** Resolves pending batch responses only once this promise does, when set. */
   gate: Promise<void> | null = null;
+  /** What GET /healthz says: 200 when true, 503 when false. */
+  healthy = true;
+  /** How many times /healthz was asked. */
+  probes = 0;
 
   readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const url = String(input);
+    if ((init?.method ?? "GET") === "GET" && new URL(url).pathname === "/healthz") {
+      this.probes += 1;
+      return json(this.healthy ? 200 : 503, this.healthy ? { status: "ok" } : { code: 503, message: "down" });
+    }
     const batch: SentBatch = {
-      url: String(input),
+      url,
       headers: Object.fromEntries(Object.entries((init?.headers ?? {}) as Record<string, string>)),
       operations: (JSON.parse(String(init?.body)) as { operations: Operation[] }).operations,
     };
@@ -34,16 +52,17 @@ export class FakeServer {
     if (answer instanceof Error) {
       throw answer;
     }
-    return new Response(JSON.stringify(answer.body ?? {}), {
-      status: answer.status,
-      headers: { "Content-Type": "application/json" },
-    });
+    return json(answer.status, answer.body ?? {});
   };
 
   /** All operations sent so far, in order. */
   get operations(): Operation[] {
     return this.sent.flatMap((batch) => batch.operations);
   }
+}
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
 }
 
 /** A promise and the function that resolves it. */
@@ -54,6 +73,7 @@ export function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 export const USER = "5b0e6f8a-3c1d-4f2e-9a7b-1c2d3e4f5a6b";
+export const OTHER = "7d1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
 
 /** A cart row as Supabase returns it. */
 export function cartRow(id: string, fields: Record<string, unknown> = {}): CartItemRecord {
@@ -61,16 +81,56 @@ export function cartRow(id: string, fields: Record<string, unknown> = {}): CartI
     quantity: 1, created_at: "2025-12-19T14:24:22.123456+00:00", ...fields };
 }
 
+/** An unsigned JWT whose payload has `sub` (and any other claims): enough for the client, which does not verify. */
+export function jwt(sub: string, claims: Record<string, unknown> = {}): string {
+  const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub, role: "authenticated", ...claims })}.c2lnbmF0dXJl`;
+}
+
+let databases = 0;
+
+/** A database name no other test uses (each test gets its own IndexedDB outbox). */
+export function uniqueName(prefix = "fitkart-test"): string {
+  databases += 1;
+  return `${prefix}-${process.pid}-${databases}`;
+}
+
+/** A memory store whose writes can be made to fail (quota, private mode), or to wait. */
+export class FlakyStore extends MemoryStore {
+  failing = false;
+  gate: Promise<void> | null = null;
+  readonly events: string[] = [];
+
+  override async append(operations: Omit<QueuedOperation, "seq">[]): Promise<number[]> {
+    if (this.gate) {
+      await this.gate;
+    }
+    if (this.failing) {
+      throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+    }
+    const seqs = await super.append(operations);
+    this.events.push(`stored ${seqs.length}`);
+    return seqs;
+  }
+}
+
 /**
  * Resolve once `condition()` holds, checking every few milliseconds; reject after `timeoutMs`.
  * The deadline is generous (a busy machine may take long); how soon the condition holds is not what is tested.
  */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Let pending promises and I/O callbacks run (works while setTimeout is mocked). */
+export async function settle(rounds = 20): Promise<void> {
+  for (let round = 0; round < rounds; round += 1) {
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }
