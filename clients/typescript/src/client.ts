@@ -166,7 +166,10 @@ class LocalSyncClient implements LocalSync {
   private readonly flushAnswers = new Map<string, () => void>();
   private readonly unwritten: Unwritten[] = [];
   private writing: Promise<void> | null = null;
+  /** Operations read for the next request: halved while whole requests are refused, doubled back after. */
   private window: number;
+  /** The window never grows back past a size the server refused whole, until the operation at fault is found. */
+  private ceiling: number;
   private inflight: Promise<void> | null = null;
   private failures = 0;
   private sender = false;
@@ -187,7 +190,7 @@ class LocalSyncClient implements LocalSync {
     this.baseUrl = (options.baseUrl ?? "http://localhost:5000").replace(/\/+$/, "");
     this.fetcher = options.fetch ?? ((...args: Parameters<typeof fetch>) => globalThis.fetch(...args));
     this.random = options.random ?? Math.random;
-    this.maxBatch = this.window = Math.max(1, options.maxBatch ?? 500);
+    this.maxBatch = this.window = this.ceiling = Math.max(1, options.maxBatch ?? 500);
     const name = options.name ?? "fitkart-sync";
     this.ownsStore = options.store === undefined;
     this.store = options.store ?? (hasIndexedDb() ? new IndexedDbStore(name) : new MemoryStore());
@@ -550,7 +553,7 @@ class LocalSyncClient implements LocalSync {
         if (!(await this.settle(batch, body.results ?? []))) {
           return;
         }
-        this.window = Math.min(this.maxBatch, this.window * 2); // recover after a split
+        this.window = Math.min(this.ceiling, this.window * 2); // recover after a split
         this.changed();
         continue;
       }
@@ -562,10 +565,13 @@ class LocalSyncClient implements LocalSync {
       }
       // The whole request refused for its content (malformed, too large): halve it until the one at fault is alone.
       if (batch.length > 1) {
+        // A server whose FITKART_MAX_BATCH is lower refuses by count: the ceiling walks down to it.
+        this.ceiling = Math.max(1, operations.length - 1);
         this.window = Math.max(1, Math.floor(operations.length / 2));
         continue;
       }
       await this.reject([{ group: batch[0]!, error }]);
+      this.window = this.ceiling = this.maxBatch; // the one at fault is set aside: the rest go in full batches
       this.changed();
     }
     this.failures = 0;

@@ -463,7 +463,24 @@ describe("rejections", () => {
     assert.equal((await sync.flush()).pending, 0);
     const requests = server.sent.slice(split);
     assert.deepEqual(requests.flatMap((batch) => batch.operations.map((o) => o.record.id)), burst);
-    assert.ok(requests.length <= 4, `the burst took ${requests.length} requests: ${requests.map((b) => b.operations.length)}`);
+    assert.equal(requests.length, 1, `the burst took ${requests.length} requests: ${requests.map((b) => b.operations.length)}`);
+  });
+
+  /** A server that takes fewer operations per batch than maxBatch (413 by count): the size settles below its limit. */
+  test("a server's lower batch limit is learnt, not hit on every other request", async () => {
+    const server = new FakeServer();
+    server.answer = (batch) => (batch.operations.length > 7 ? refusal(413, "More than 7 operations.") : acknowledged(batch));
+    const sync = client(server, { maxBatch: 64 });
+    const ids = Array.from({ length: 100 }, (_, index) => `row-${index}`);
+    for (const id of ids) {
+      await sync.deleteCartItem(id);
+    }
+    const status = await sync.flush();
+    assert.deepEqual([status.pending, status.rejected], [0, 0]);
+    const accepted = server.sent.filter((batch) => batch.operations.length <= 7);
+    assert.deepEqual(accepted.flatMap((batch) => batch.operations.map((o) => o.record.id)), ids);
+    const refused = server.sent.filter((batch) => batch.operations.length > 7).length;
+    assert.ok(refused <= 10, `${refused} of ${server.sent.length} requests refused`);
   });
 
   /** A batch larger than maxBatch goes out in maxBatch-sized requests, in order. */
