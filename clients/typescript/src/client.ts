@@ -2,18 +2,19 @@
 
 import { Coordination, type Message, type SenderState } from "./coordination.js";
 import { IndexedDbStore, hasIndexedDb } from "./indexeddb.js";
-import type {
-  AuthUserLike,
-  CartItemRecord,
-  Collection,
-  Operation,
-  OrderRecord,
-  ProductRecord,
-  ProfileRecord,
-  RowRecord,
-  ServerError,
-  UserRoleRecord,
-  WishlistItemRecord,
+import {
+  KEYS,
+  type AuthUserLike,
+  type CartItemRecord,
+  type Collection,
+  type Operation,
+  type OrderRecord,
+  type ProductRecord,
+  type ProfileRecord,
+  type RowRecord,
+  type ServerError,
+  type UserRoleRecord,
+  type WishlistItemRecord,
 } from "./records.js";
 import { ANYONE, MemoryStore, identify, mayBeSentBy, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
 import { tokenSubject } from "./token.js";
@@ -26,6 +27,8 @@ export type AccessTokenGetter = (context: { forceRefresh: boolean }) =>
 export type SyncError =
   /** Storage refused to keep these operations (quota, private mode): they are not queued. */
   | { kind: "storage"; message: string; operations: Operation[] }
+  /** Not an operation the server takes (unknown collection or op): not queued. */
+  | { kind: "invalid"; message: string; operations: Operation[] }
   /** The kept rejections passed `maxRejected`: the oldest were forgotten. */
   | { kind: "rejections-evicted"; message: string; count: number };
 
@@ -52,6 +55,11 @@ export interface LocalSyncOptions {
   retryBaseMs?: number;
   /** Longest retry delay. Default 15 s. */
   retryMaxMs?: number;
+  /**
+   * A batch request unanswered this long is abandoned and retried later, so a hung proxy or a half-open
+   * connection cannot freeze the sender. Default 60 s (the server answers within its 10 s database timeout).
+   */
+  requestTimeoutMs?: number;
   /** Compete to be the sender and listen for online, visibility and focus events. Default true. */
   autoStart?: boolean;
   /** Hear about operations storage refused and rejections forgotten. */
@@ -144,6 +152,7 @@ const FLUSH_ANSWER_MS = 30_000;
 // The probe of /healthz gives up after this long: a hung server is an unreachable one.
 const PROBE_TIMEOUT_MS = 5_000;
 const ENQUEUES_PER_WRITE = 1000;
+
 
 /** A queued change not yet written to the store, with the owner it was made for. */
 interface Unwritten {
@@ -255,6 +264,12 @@ class LocalSyncClient implements LocalSync {
   }
 
   enqueue(operation: Operation): Promise<void> {
+    if (!(operation?.collection in KEYS) || (operation.op !== "upsert" && operation.op !== "delete")) {
+      // Refused alone, here: queued, it would fail the write of every change made beside it.
+      const message = `not an operation of the batch endpoint: ${String(operation?.op)} ${String(operation?.collection)}`;
+      this.report({ kind: "invalid", message, operations: [operation] });
+      return DONE;
+    }
     let record: RowRecord;
     try {
       // JSON round trip: a plain copy, without undefined fields, exactly as it will be sent.
@@ -487,7 +502,8 @@ class LocalSyncClient implements LocalSync {
   }
 
   /** flush() from a tab that does not send: ask the sender, and wait for its answer (bounded). */
-  private askSender(): Promise<SyncStatus> {
+  private async askSender(): Promise<SyncStatus> {
+    await this.writing; // this tab's own changes are stored before the sender is asked to send them
     const flushId = `${Date.now().toString(36)}-${this.random().toString(36).slice(2)}`;
     return new Promise<void>((answered) => {
       const timer = setTimeout(answered, FLUSH_ANSWER_MS);
@@ -522,6 +538,7 @@ class LocalSyncClient implements LocalSync {
     if (this.state.nextRetryAt !== null) {
       return; // a drain queued behind one that failed: the back-off decides when to try again
     }
+    let rejected = false;
     for (;;) {
       const token = await this.token(false);
       const user = this.user;
@@ -550,7 +567,9 @@ class LocalSyncClient implements LocalSync {
       }
       if (response.ok) {
         const body = (await response.json()) as { results?: unknown[] };
-        if (!(await this.settle(batch, body.results ?? []))) {
+        const settled = await this.settle(batch, Array.isArray(body.results) ? body.results : []);
+        rejected ||= settled.rejected;
+        if (!settled.done) {
           return;
         }
         this.window = Math.min(this.ceiling, this.window * 2); // recover after a split
@@ -558,7 +577,9 @@ class LocalSyncClient implements LocalSync {
         continue;
       }
       const error = await readError(response);
-      if (!SPLITTABLE_STATUSES.has(response.status)) {
+      // A 400 or 422 in another shape than the server's (a gateway, a wrong baseUrl) says nothing about the data.
+      const aboutTheData = response.status === 413 || (typeof error.message === "string" && error.fromServer === true);
+      if (!SPLITTABLE_STATUSES.has(response.status) || !aboutTheData) {
         // 5xx, 429, a refused token, a 404 from a wrong address or a proxy: not the data's fault, so kept.
         this.failed(`HTTP ${response.status}: ${error.message ?? error.status ?? "error"}`);
         return;
@@ -570,12 +591,15 @@ class LocalSyncClient implements LocalSync {
         this.window = Math.max(1, Math.floor(operations.length / 2));
         continue;
       }
-      await this.reject([{ group: batch[0]!, error }]);
+      const { fromServer: _, ...answer } = error;
+      await this.reject([{ group: batch[0]!, error: answer }]);
+      rejected = true;
       this.window = this.ceiling = this.maxBatch; // the one at fault is set aside: the rest go in full batches
       this.changed();
     }
     this.failures = 0;
-    this.setState({ lastError: null, lastSyncedAt: Date.now(), nextRetryAt: null });
+    // A drain that set operations aside keeps saying so (status().rejected counts them too).
+    this.setState({ ...(rejected ? {} : { lastError: null }), lastSyncedAt: Date.now(), nextRetryAt: null });
   }
 
   /** The access token, and the signed-in user it names. */
@@ -606,7 +630,8 @@ class LocalSyncClient implements LocalSync {
       if (bearer) {
         headers.Authorization = `Bearer ${bearer}`;
       }
-      return this.fetcher(`${this.baseUrl}/api/sync/batch`, { method: "POST", headers, body, keepalive });
+      return this.fetcher(`${this.baseUrl}/api/sync/batch`, { method: "POST", headers, body, keepalive,
+        signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 60_000) });
     };
     const response = await post(token);
     if (response.status !== 401 || !this.options.getAccessToken) {
@@ -617,19 +642,21 @@ class LocalSyncClient implements LocalSync {
   }
 
   /** Apply per-operation results; false when one must be retried (the rest waits behind it). */
-  private async settle(batch: Group[], results: unknown[]): Promise<boolean> {
+  private async settle(batch: Group[], results: unknown[]): Promise<{ done: boolean; rejected: boolean }> {
     const done: number[] = [];
     const refused: { group: Group; error: ServerError }[] = [];
     let retry: string | null = null;
     for (const [index, group] of batch.entries()) {
-      const result = results[index] as { error?: ServerError } | undefined;
+      const found = results[index];
+      const result = typeof found === "object" && found !== null ? found as { error?: ServerError } : undefined;
       const code = result?.error?.code;
       if (result && !result.error) {
         done.push(...group.seqs);
       } else if (code !== undefined && code >= 400 && code < 500 && !RETRYABLE_RESULTS.has(code)) {
         refused.push({ group, error: result!.error! });
       } else {
-        retry = `operation ${index + 1} of a batch failed: ${result?.error?.message ?? "no result"}`;
+        const reason = result?.error ? result.error.message ?? `code ${String(code)}` : "no result";
+        retry = `operation ${index + 1} of a batch failed: ${reason}`;
         break;
       }
     }
@@ -637,9 +664,9 @@ class LocalSyncClient implements LocalSync {
     await this.reject(refused);
     if (retry !== null) {
       this.failed(retry);
-      return false;
+      return { done: false, rejected: refused.length > 0 };
     }
-    return true;
+    return { done: true, rejected: refused.length > 0 };
   }
 
   /** Keep refused operations apart (bounded), and tell every tab. */
@@ -776,12 +803,14 @@ export function coalesce(operations: QueuedOperation[]): Group[] {
   return groups;
 }
 
-async function readError(response: Response): Promise<ServerError> {
+/** The answer of a refused request; `fromServer` when it has FitKart Sync's error shape (JSON with a message). */
+async function readError(response: Response): Promise<ServerError & { fromServer?: boolean }> {
   try {
     const body = (await response.json()) as ServerError;
-    return { ...body, code: body.code ?? response.status };
+    const fromServer = typeof body === "object" && body !== null && typeof body.message === "string";
+    return { ...body, code: body.code ?? response.status, fromServer };
   } catch {
-    return { code: response.status, status: response.statusText };
+    return { code: response.status, status: response.statusText, fromServer: false };
   }
 }
 

@@ -10,6 +10,7 @@ import {
   createLocalSync,
   tokenSubject,
   type LocalSync,
+  type Collection,
   type LocalSyncOptions,
   type Operation,
   type Rejection,
@@ -492,6 +493,67 @@ describe("rejections", () => {
     }
     await sync.flush();
     assert.deepEqual(server.sent.map(opsOf), [[`delete ${ID1}`, `delete ${ID2}`], [`delete ${ID3}`, `delete ${ID4}`]]);
+  });
+});
+
+describe("answers that blame no operation", () => {
+  /** A hung server (no answer, ever) is abandoned after requestTimeoutMs: the queue is kept and flush() resolves. */
+  test("a request that is never answered times out and keeps the queue", async () => {
+    let calls = 0;
+    const hung: typeof fetch = (_input, init) => {
+      calls += 1;
+      return new Promise<Response>((_resolve, reject) => {
+        init?.signal?.addEventListener("abort", () => reject(init.signal!.reason));
+      });
+    };
+    const sync = createLocalSync({ fetch: hung, name: uniqueName(), autoStart: false, requestTimeoutMs: 50 });
+    clients.push(sync);
+    await sync.syncCartItem(cartRow(ID1));
+    const alive = setInterval(() => undefined, 10); // AbortSignal.timeout's timer does not keep Node running
+    const status = await sync.flush().finally(() => clearInterval(alive));
+    assert.equal(calls, 1);
+    assert.deepEqual([status.pending, status.rejected, status.flushing], [1, 0, false]);
+    assert.match(status.lastError!, /unreachable: TimeoutError/);
+  });
+
+  /** A 400 in another shape than the server's (a gateway, a wrong baseUrl) is retried: nothing is set aside. */
+  test("a whole-request 400 without the server's error body keeps every operation", async () => {
+    const server = new FakeServer();
+    server.answer = () => ({ status: 400, body: "<html>Bad Request</html>" });
+    const sync = client(server);
+    for (const id of [ID1, ID2, ID3, ID4]) {
+      await sync.deleteCartItem(id);
+    }
+    const status = await sync.flush();
+    assert.deepEqual([status.pending, status.rejected, server.sent.length], [4, 0, 1]);
+    assert.match(status.lastError!, /HTTP 400/);
+  });
+
+  /** An operation of no known collection is refused alone at enqueue; the changes made beside it are stored. */
+  test("an unknown collection is reported as invalid and spoils nothing else", async () => {
+    const server = new FakeServer();
+    const errors: SyncError[] = [];
+    const sync = client(server, { onError: (error) => errors.push(error) });
+    void sync.syncCartItem(cartRow(ID1));
+    void sync.enqueue({ op: "upsert", collection: "cart_item" as Collection, record: { id: ID2 } });
+    await sync.syncCartItem(cartRow(ID3));
+    assert.deepEqual(errors.map((error) => error.kind), ["invalid"]);
+    assert.deepEqual((await sync.queued()).map((operation) => operation.record.id), [ID1, ID3]);
+    assert.equal(sync.status().storageError, null);
+  });
+
+  /** A drain that set an operation aside keeps saying so in lastError. */
+  test("lastError names a rejection made during the drain that just ended", async () => {
+    const server = new FakeServer();
+    server.answer = (batch) => (batch.operations.some((o) => o.record.id === ID2)
+      ? refusal(400, "Record nested deeper than 32 levels.") : acknowledged(batch));
+    const sync = client(server);
+    for (const id of [ID1, ID2, ID3]) {
+      await sync.deleteCartItem(id);
+    }
+    const status = await sync.flush();
+    assert.deepEqual([status.pending, status.rejected], [0, 1]);
+    assert.match(status.lastError!, /refused: Record nested/);
   });
 });
 
