@@ -9,6 +9,7 @@ from .config import DECIMAL_MODES, Config
 from .ops import commands as ops_commands
 from .ops import metrics, requestlog, status
 from .reconcile import commands as reconcile_commands
+from .reconcile import follow_commands
 from .storage import commands as storage_commands
 from .storage import replay, store
 from .version import __version__
@@ -61,6 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 def register_commands(app: Flask) -> None:
     """`flask fitkart ...`: every command of every layer, registered here and nowhere else."""
     group = AppGroup("fitkart", help="FitKart Sync commands.")
-    for command in (*storage_commands.COMMANDS, *reconcile_commands.COMMANDS, *ops_commands.COMMANDS):
+    for command in (*storage_commands.COMMANDS, *reconcile_commands.COMMANDS, *follow_commands.COMMANDS,
+                    *ops_commands.COMMANDS):
         group.add_command(command)
     app.cli.add_command(group)

@@ -3,6 +3,7 @@
 import os
 import uuid
 
+import psycopg
 import pymongo
 import pytest
 
@@ -182,6 +183,30 @@ def supabase_db(postgres_server):
     name = f"test_{uuid.uuid4().hex[:12]}"
     yield postgres_server.create_database(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def logical_postgres():
+    """A real PostgreSQL with wal_level=logical and wal2json (Debian's), as Supabase runs it, for the WAL follower."""
+    from testbed.servers.postgres import PostgresServer, ensure_wal2json, postgres_bindir
+
+    ensure_wal2json(postgres_bindir())
+    # synchronous_commit on: a change is decodable as soon as its transaction returns.
+    server = PostgresServer({"wal_level": "logical", "synchronous_commit": "on"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def supabase_wal_db(logical_postgres):
+    """A fresh database with the FitKart tables on the logical server; its slots are dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = logical_postgres.create_database(name)
+    yield url
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           "WHERE database = current_database() AND NOT active")
+    logical_postgres.drop_database(name)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -28,6 +28,7 @@ TOMBSTONES = "sync_tombstones"  # remembered deletes (Tombstone)
 RUNS = "sync_runs"  # the outcome of each verify, repair and backfill
 CHECKPOINTS = "sync_backfill"  # where an interrupted backfill resumes
 CAPABILITIES = "sync_capabilities"  # the probe of what the database can store
+FOLLOW = "sync_follow"  # each WAL follower's slot, position and lag
 
 PROVENANCE_FIELD = "_fitkart"
 
@@ -48,7 +49,7 @@ class Provenance(EmbeddedDocument):
     """When and through which path the server last wrote a document."""
 
     written_at = DateTimeField(required=True)
-    source = StringField(required=True, choices=("client", "webhook", "reconcile"))
+    source = StringField(required=True, choices=("client", "webhook", "reconcile", "wal"))
     version = IntField(required=True, min_value=1)
 
 

@@ -12,6 +12,7 @@ from ..clock import utc_now
 from ..model.documents import REJECTS
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Forbidden
+from ..reconcile.follow import follow_state
 from ..storage.commands import ERROR, database_or_exit
 from ..storage.store import get_store
 from ..sync.engine import SyncEngine
@@ -36,6 +37,11 @@ def stats_command():
     for row in collection_stats(engine.database):
         click.echo(f"{row.name:<16}{row.documents:>11,}  {_when(row.last_write_at):<20}"
                    f"{row.last_write_source or '-':<11}{row.writes_last_hour:>11,}")
+    for follower in follow_state(engine.database):
+        click.echo(f"WAL follower {follower['_id']}: {follower.get('state') or '-'} at "
+                   f"{follower.get('confirmed_lsn') or '-'}, last commit applied "
+                   f"{_when(follower.get('last_commit_at'))}, lag {follower.get('lag_bytes') or 0:,} bytes, "
+                   f"{follower.get('lag_seconds') or 0} s, {follower.get('total_changes') or 0:,} changes")
 
 
 def _money(engine: SyncEngine) -> str:

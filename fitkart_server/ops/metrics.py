@@ -24,7 +24,9 @@ from prometheus_client import (
     multiprocess,
 )
 from pymongo import monitoring
+from pymongo.errors import PyMongoError
 
+from ..reconcile.follow import follow_state
 from ..storage.store import DatabaseUnavailable, get_store
 from ..web.writes import spool_state
 from .operators import require_operator
@@ -51,6 +53,12 @@ SPOOL_ENTRIES = Gauge("fitkart_spool_entries", "Writes queued while the database
 SPOOL_BYTES = Gauge("fitkart_spool_bytes", "Bytes the queued writes take.", multiprocess_mode="mostrecent")
 SPOOL_OLDEST_SECONDS = Gauge("fitkart_spool_oldest_seconds", "Age of the oldest queued write.",
                              multiprocess_mode="mostrecent")
+
+# Read from the mirror's `sync_follow` at each scrape: the follower is its own process.
+FOLLOW_LAG_BYTES = Gauge("fitkart_follow_lag_bytes", "WAL written after the follower's confirmed position, by slot.",
+                         ["slot"], multiprocess_mode="mostrecent")
+FOLLOW_LAG_SECONDS = Gauge("fitkart_follow_lag_seconds", "Age of the last commit applied while behind, by slot.",
+                           ["slot"], multiprocess_mode="mostrecent")
 
 bp = Blueprint("metrics", __name__)
 
@@ -115,7 +123,10 @@ def metrics():
     try:
         get_store().ping()
         DATABASE_UP.set(1)
-    except DatabaseUnavailable:
+        for follower in follow_state(get_store().database()):
+            FOLLOW_LAG_BYTES.labels(follower["_id"]).set(follower.get("lag_bytes") or 0)
+            FOLLOW_LAG_SECONDS.labels(follower["_id"]).set(follower.get("lag_seconds") or 0)
+    except (DatabaseUnavailable, PyMongoError):
         DATABASE_UP.set(0)
     spool = spool_state()
     SPOOL_ENTRIES.set(spool["entries"])

@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 
 from ..clock import utc_now
 from ..model.documents import REJECTS
+from ..reconcile.follow import follow_state
 from ..storage.store import DatabaseUnavailable, get_store
 from ..version import __version__
 from ..web.auth import request_is_https
@@ -79,7 +80,7 @@ def status_page():
         database = store.database()
         context.update(up=True, database_version=database.client.server_info().get("version"),
                        collections=collection_stats(database, now), rejects=latest_rejects(database),
-                       verify=latest_run(database, "verify"))
+                       verify=latest_run(database, "verify"), followers=follow_state(database))
     except (DatabaseUnavailable, PyMongoError) as error:
         context.update(up=False, reason=str(error))
     # After the database was used: that is when FITKART_DECIMAL_MODE=auto is resolved.

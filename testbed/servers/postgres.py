@@ -35,11 +35,28 @@ def postgres_bindir() -> Path:
     return Path(found[-1]).parent
 
 
+def ensure_wal2json(bindir: Path) -> None:
+    """Debian's wal2json for this server's version, installed first when missing (as root), as Supabase ships it."""
+    version = bindir.parent.name
+    if Path(f"/usr/lib/postgresql/{version}/lib/wal2json.so").exists():
+        return
+    package = f"postgresql-{version}-wal2json"
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"Installing wal2json (apt-get install -y {package}) ...", flush=True)
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=environment,
+                       stdout=subprocess.DEVNULL)
+    if not Path(f"/usr/lib/postgresql/{version}/lib/wal2json.so").exists():
+        raise RuntimeError(f"wal2json is not installed: apt-get install -y {package}")
+
+
 class PostgresServer:
     """initdb + postgres on a free loopback port, with trust authentication, in a temp dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
         self.bindir = postgres_bindir()
+        self.settings = settings or {}
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="fitkart-postgres-"))
         self.data = self.root / "data"
@@ -60,7 +77,8 @@ class PostgresServer:
         with open(self.root / "server.log", "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(self._as_user([
                 str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-                "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off"]),
+                "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
+                *(f"-c{name}={value}" for name, value in self.settings.items())]),
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:

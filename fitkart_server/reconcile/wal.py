@@ -1,0 +1,187 @@
+"""Supabase's write-ahead log, read through a logical replication slot decoded by wal2json.
+
+Why wal2json, read with SQL functions: psycopg 3 (the project's driver) has no client for the
+streaming replication protocol, and `pgoutput` read through `pg_logical_slot_peek_binary_changes`
+is a binary protocol this code would have to parse by hand. wal2json ships with Supabase's
+Postgres image (and Debian as `postgresql-NN-wal2json`) and writes each change as JSON, with every
+value in PostgreSQL's own text form and its type oid, so psycopg's own loaders turn it into the
+very values a `SELECT` gives `verify` and `backfill`. `pg_logical_slot_peek_changes` reads
+without consuming; `pg_replication_slot_advance` moves the slot only once the mirror holds the
+changes: a crash in between replays them, never skips them.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.pq import Format
+from psycopg.types.string import TextLoader
+
+DECODER = "wal2json"
+DEFAULT_SLOT = "fitkart_mirror"
+# wal2json's options: one JSON object per change, with transaction boundaries, commit times and type oids.
+OPTIONS = ("format-version", "2", "include-transaction", "true", "include-xids", "true",
+           "include-timestamp", "true", "include-type-oids", "true")
+
+
+# Another session reading the slot holds it for a moment (an operator's peek, a second follower starting):
+# wait for it this long before giving up.
+BUSY_SECONDS = 30
+
+
+class WalSetupError(Exception):
+    """The database cannot give this follower its change log; the message says what to change."""
+
+
+@dataclass
+class Change:
+    """One row change: an upsert of the full new row, or a delete by Supabase id."""
+
+    table: str
+    action: str  # "upsert" or "delete"
+    record: dict
+
+
+@dataclass
+class Transaction:
+    """One committed transaction's changes to the mirrored tables, in the order they were made."""
+
+    xid: str
+    end_lsn: str  # where the slot may advance once the mirror holds these changes
+    committed_at: datetime | None
+    changes: list[Change] = field(default_factory=list)
+
+
+class WalSlot:
+    """A named logical replication slot on the Supabase database, and what it holds for `tables`."""
+
+    def __init__(self, url: str, tables: list[str], name: str = DEFAULT_SLOT) -> None:
+        try:
+            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as error:
+            raise WalSetupError(f"cannot connect to PostgreSQL: {error}") from None
+        self.name = name
+        self.tables = tables
+        info = self.connection.info
+        self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
+        self._loaders: dict[int, object] = {}
+
+    def check(self) -> None:
+        """Refuse, naming the fix, a database without logical decoding or a role that may not replicate."""
+        level = self.connection.execute("SHOW wal_level").fetchone()[0]
+        if level != "logical":
+            raise WalSetupError(
+                f"wal_level is {level!r}: logical decoding needs wal_level = logical. Run "
+                "`ALTER SYSTEM SET wal_level = logical;` and restart PostgreSQL (Supabase: it is already logical).")
+        allowed = self.connection.execute(
+            "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        if not allowed:
+            user = self.connection.info.user
+            raise WalSetupError(f"role {user!r} may not use replication slots: `ALTER ROLE \"{user}\" WITH "
+                                "REPLICATION;` (as a superuser), or connect as a role that has it")
+
+    def exists(self) -> bool:
+        """Whether the slot is there (for this database)."""
+        row = self.connection.execute("SELECT plugin, database, database = current_database() "
+                                      "FROM pg_replication_slots WHERE slot_name = %s", [self.name]).fetchone()
+        if row is not None and not row[2]:
+            raise WalSetupError(f"slot {self.name!r} belongs to database {row[1]!r}, not this one: choose another "
+                                "--slot (slot names are shared by the whole PostgreSQL server)")
+        if row is not None and row[0] != DECODER:
+            raise WalSetupError(f"slot {self.name!r} exists but decodes with {row[0]!r}, not {DECODER}: "
+                                "drop it (`flask fitkart drop-slot`) or choose another --slot")
+        return row is not None
+
+    def create(self) -> None:
+        """Create the slot: from here on, PostgreSQL keeps every change until the slot advances past it."""
+        try:
+            self.connection.execute("SELECT pg_create_logical_replication_slot(%s, %s)", [self.name, DECODER])
+        except errors.UndefinedFile as error:  # the plugin's library is not installed
+            raise WalSetupError(f"the {DECODER} output plugin is not installed on the server ({error}); "
+                                "Debian: apt-get install postgresql-<version>-wal2json") from None
+        except errors.InsufficientPrivilege as error:
+            raise WalSetupError(f"cannot create a replication slot: {error}") from None
+
+    def drop(self) -> bool:
+        """Drop the slot (PostgreSQL then frees the WAL it kept); False when there was none."""
+        if not self.exists():
+            return False
+        self.connection.execute("SELECT pg_drop_replication_slot(%s)", [self.name])
+        return True
+
+    def peek(self, max_changes: int) -> list[Transaction]:
+        """Whole committed transactions after the slot's position (about `max_changes` rows), not consumed."""
+        tables = ",".join(f"public.{table}" for table in self.tables)
+        query = sql.SQL("SELECT lsn::text, data FROM pg_logical_slot_peek_changes({}, NULL, {}, {})").format(
+            sql.Literal(self.name), sql.Literal(max_changes),
+            sql.SQL(", ").join(sql.Literal(value) for value in (*OPTIONS, "add-tables", tables)))
+        transactions: list[Transaction] = []
+        current: Transaction | None = None
+        for lsn, data in self._while_busy(query):
+            message = json.loads(data, parse_float=str, parse_int=str)  # numbers keep their exact text
+            action = message["action"]
+            if action == "B":
+                current = Transaction(xid=str(message.get("xid", "")), end_lsn="",
+                                      committed_at=self._moment(message.get("timestamp")))
+            elif action == "C" and current is not None:
+                current.end_lsn = lsn
+                transactions.append(current)
+                current = None
+            elif action in ("I", "U") and current is not None:
+                current.changes.append(Change(message["table"], "upsert", self._row(message["columns"])))
+            elif action == "D" and current is not None:
+                current.changes.append(Change(message["table"], "delete", self._row(message["identity"])))
+        return transactions
+
+    def flushed(self) -> str:
+        """How far PostgreSQL's WAL is on disk now: a peek that comes after this sees every commit before it."""
+        return self.connection.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]
+
+    def advance(self, lsn: str) -> None:
+        """Confirm everything up to `lsn`: PostgreSQL may free that WAL, and it is never decoded again."""
+        self._while_busy(sql.SQL("SELECT pg_replication_slot_advance({}, {}::pg_lsn)").format(
+            sql.Literal(self.name), sql.Literal(lsn)))
+
+    def _while_busy(self, query: sql.Composed) -> list[tuple]:
+        """Run a query on the slot, waiting while another session holds the slot (ObjectInUse)."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                return self.connection.execute(query).fetchall()
+            except errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise WalSetupError(f"slot {self.name!r} stayed in use by another session for {BUSY_SECONDS} s: "
+                                        "is another follower running on it?") from None
+                time.sleep(0.2)
+
+    def position(self) -> tuple[str | None, int]:
+        """The slot's confirmed position, and how many bytes of WAL were written after it."""
+        row = self.connection.execute(
+            "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s", [self.name]).fetchone()
+        return (row[0], int(row[1] or 0)) if row else (None, 0)
+
+    def close(self) -> None:
+        """Disconnect (the slot stays)."""
+        self.connection.close()
+
+    def _row(self, columns: list[dict]) -> dict:
+        """A decoded row: each value loaded by psycopg from its text form, as a SELECT would give it."""
+        return {column["name"]: self._value(int(column["typeoid"]), column["value"]) for column in columns}
+
+    def _value(self, oid: int, value):
+        if value is None:
+            return None
+        text = ("t" if value else "f") if isinstance(value, bool) else str(value)
+        loader = self._loaders.get(oid)
+        if loader is None:
+            # Types psycopg does not know (the user_role enum) load as their text.
+            loader_class = self.connection.adapters.get_loader(oid, Format.TEXT) or TextLoader
+            loader = self._loaders[oid] = loader_class(oid, self.connection)
+        return loader.load(text.encode())
+
+    def _moment(self, text: str | None) -> datetime | None:
+        return self._value(1184, text) if text else None  # 1184: timestamptz

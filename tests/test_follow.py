@@ -1,0 +1,253 @@
+"""`flask fitkart follow`: Supabase's WAL applied to the mirror, on a real PostgreSQL with wal_level=logical.
+
+PostgreSQL is Debian's, with Debian's wal2json, started by the tests (as Supabase runs it); the
+mirror is the tests' database server. Each check ends with `flask fitkart verify` finding no drift.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from fitkart_server.model.documents import FOLLOW
+from fitkart_server.reconcile.follow import Follower, apply_transaction
+from fitkart_server.reconcile.follow_commands import TABLES
+from fitkart_server.reconcile.wal import WalSlot
+from testbed.data.shop_workload import ShopWorkload
+from testbed.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+KURTA = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+CART = "0b5d8f1e-6a7c-4e0a-9a51-3f4b2c1d0e9f"
+USER = "5b0e6f8a-3c1d-4f2e-9a7b-1c2d3e4f5a6b"
+
+
+def follow(runner, url: str, *options: str):
+    """`flask fitkart follow --once` in this process."""
+    return runner.invoke(args=["fitkart", "follow", "--database-url", url, "--once", *options])
+
+
+def verify(runner, url: str) -> str:
+    """`flask fitkart verify`, asserting it finds the mirror in sync."""
+    result = runner.invoke(args=["fitkart", "verify", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def run_workload(url: str, seed: int, transactions: int) -> None:
+    """Commit `transactions` random shop transactions (some rolled back) on the Supabase side."""
+    workload = ShopWorkload(url, seed)
+    try:
+        for _ in range(transactions):
+            workload.step()
+    finally:
+        workload.close()
+
+
+def test_changes_in_one_transaction_keep_their_order(runner, supabase_wal_db, mongo):
+    """A delete then a re-insert of one key, and an insert-update-delete, end as PostgreSQL ended them."""
+    first = follow(runner, supabase_wal_db)  # creates the slot; nothing to copy yet
+    assert first.exit_code == 0, first.output
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        with connection.transaction():
+            connection.execute("INSERT INTO products (id, name, price, category, sizes) "
+                               "VALUES (%s, 'Kurta', 1499.50, 'ethnic', '{S,M}')", [KURTA])
+            connection.execute("INSERT INTO cart_items (id, user_id, product_id, size, quantity) "
+                               "VALUES (%s, %s, %s, 'M', 1)", [CART, USER, KURTA])
+            connection.execute("DELETE FROM cart_items WHERE id = %s", [CART])
+            connection.execute("INSERT INTO cart_items (id, user_id, product_id, size, quantity) "
+                               "VALUES (%s, %s, %s, 'L', 7)", [CART, USER, KURTA])
+            connection.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'seller')", [USER])
+            connection.execute("UPDATE user_roles SET role = 'customer' WHERE user_id = %s", [USER])
+            connection.execute("DELETE FROM user_roles WHERE user_id = %s", [USER])
+        with connection.transaction(force_rollback=True):
+            connection.execute("UPDATE cart_items SET quantity = 99 WHERE id = %s", [CART])
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 0, result.output
+    assert "1 transaction(s), 7 change(s) applied" in result.output
+    cart = mongo.cart_items.find_one({"id": CART})
+    assert cart is not None, [(reject["reason"], reject.get("errors")) for reject in mongo.sync_rejects.find()]
+    assert (cart["size"], cart["quantity"]) == ("L", 7)
+    assert mongo.user_roles.count_documents({}) == 0
+    assert mongo.sync_tombstones.count_documents({"_id": {"$regex": "^user_roles"}}) > 0
+    verify(runner, supabase_wal_db)
+
+
+def test_the_first_run_copies_the_tables_and_the_stream_joins_without_a_gap(runner, supabase_wal_db, mongo):
+    """Rows from before the slot are copied, changes after it are streamed; nothing is lost between."""
+    workload = ShopWorkload(supabase_wal_db, seed=1)
+    for _ in range(60):
+        workload.step()
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 0, result.output
+    assert mongo.products.count_documents({}) > 0
+    for _ in range(60):
+        workload.step()
+    workload.close()
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    verify(runner, supabase_wal_db)
+    state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
+    assert state["snapshot"] == "done" and state["confirmed_lsn"] and state["lag_bytes"] >= 0
+
+
+def test_applying_the_same_transactions_again_changes_nothing(app, supabase_wal_db, mongo, runner):
+    """At least once is harmless: replaying transactions the mirror already holds leaves it exact."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=2, transactions=80)
+    with app.app_context():
+        engine = app.extensions["fitkart_store"].engine()
+        slot = WalSlot(supabase_wal_db, TABLES)
+        try:
+            transactions = slot.peek(100_000)  # read, not consumed
+            assert sum(len(transaction.changes) for transaction in transactions) > 50
+            for _ in range(2):
+                for transaction in transactions:
+                    apply_transaction(engine, transaction)
+                snapshot = {name: sorted(map(repr, mongo[name].find({}, {"_fitkart": 0}))) for name in TABLES}
+                verify(runner, supabase_wal_db)
+            # Once more after the mirror holds them: the documents themselves do not change.
+            for transaction in transactions:
+                apply_transaction(engine, transaction)
+            assert {name: sorted(map(repr, mongo[name].find({}, {"_fitkart": 0}))) for name in TABLES} == snapshot
+        finally:
+            slot.close()
+
+
+def test_a_database_without_logical_decoding_is_an_error_naming_the_setting(runner, supabase_db):
+    """wal_level=replica: exit 2, saying what to change."""
+    result = follow(runner, supabase_db)
+    assert result.exit_code == 2, result.output
+    assert "wal_level" in result.output and "logical" in result.output
+
+
+def test_a_role_without_replication_is_an_error_naming_the_grant(runner, supabase_wal_db):
+    """A role that may not replicate: exit 2 with the ALTER ROLE to run."""
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("DROP ROLE IF EXISTS shop_reader")
+        connection.execute("CREATE ROLE shop_reader LOGIN")
+    url = supabase_wal_db.replace("postgres@", "shop_reader@")
+    result = follow(runner, url)
+    assert result.exit_code == 2, result.output
+    assert "REPLICATION" in result.output
+
+
+def test_drop_slot_frees_the_wal_and_forgets_the_position(runner, supabase_wal_db, mongo):
+    """`drop-slot` removes the slot from PostgreSQL and the position from the mirror."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    result = runner.invoke(args=["fitkart", "drop-slot", "--database-url", supabase_wal_db, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "dropped slot fitkart_mirror" in result.output
+    with psycopg.connect(supabase_wal_db) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+    assert mongo[FOLLOW].count_documents({}) == 0
+
+
+def test_lag_is_shown_by_stats_metrics_and_the_status_page(app, runner, supabase_wal_db, mongo):
+    """The follower's position and lag reach `flask fitkart stats`, /metrics and the status page."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=3, transactions=20)
+    with app.app_context():
+        engine = app.extensions["fitkart_store"].engine()
+        slot = WalSlot(supabase_wal_db, TABLES)
+        follower = Follower(engine, slot, max_changes=5)
+        follower.apply(slot.peek(5), threading.Event())  # one small batch: the rest is behind
+        slot.close()
+    state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
+    assert state["lag_bytes"] > 0
+    stats = runner.invoke(args=["fitkart", "stats"])
+    assert "WAL follower fitkart_mirror" in stats.output and f"{state['lag_bytes']:,} bytes" in stats.output
+    client = app.test_client()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'fitkart_follow_lag_bytes{{slot="fitkart_mirror"}} {float(state["lag_bytes"])}' in metrics
+    page = client.get("/").get_data(as_text=True)
+    assert 'data-slot="fitkart_mirror"' in page and f"{state['lag_bytes']:,}" in page
+
+
+def follower_process(database_uri: str, url: str, log: Path) -> subprocess.Popen:
+    """`flask fitkart follow` as its own process, as an operator runs it."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("FITKART_")}
+    environment.update(FITKART_MONGODB_URI=database_uri, SUPABASE_DB_URL=url)
+    with open(log, "ab") as output:
+        return subprocess.Popen([sys.executable, "-m", "flask", "--app", "fitkart_server", "fitkart", "follow",
+                                 "--poll-seconds", "0.2", "--max-changes", "50"],
+                                cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+
+
+def changes_applied(mongo) -> int:
+    """How many changes the follower has confirmed so far."""
+    return (mongo[FOLLOW].find_one({"_id": "fitkart_mirror"}) or {}).get("total_changes", 0)
+
+
+def test_a_follower_killed_twice_mid_stream_ends_with_no_drift(runner, supabase_wal_db, database_uri, mongo,
+                                                                 tmp_path):
+    """A random workload while the follower copies and streams; SIGKILL twice mid-stream; SIGTERM; verify: 0 drift."""
+    log = tmp_path / "follow.log"
+    workload = ShopWorkload(supabase_wal_db, seed=4)
+    for _ in range(30):
+        workload.step()  # rows from before the slot: the first start copies them
+    process = follower_process(database_uri, supabase_wal_db, log)
+    writing = threading.Event()
+    writing.set()
+
+    def write() -> None:
+        # A steady rate the follower keeps up with on FerretDB (the benchmark measures how fast it applies).
+        for _ in range(400):
+            if not writing.is_set():
+                return
+            workload.step()
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=write)
+    writer.start()  # while the first start creates the slot and copies the tables: the copy must leave no gap
+    try:
+        assert wait_until(lambda: (mongo[FOLLOW].find_one({"_id": "fitkart_mirror"}) or {}).get("state")
+                          == "following", 60), log.read_text()[-3000:]
+        for _ in range(2):
+            # Killed while it is applying: once it has moved on since it (re)started.
+            before = changes_applied(mongo)
+            assert wait_until(lambda before=before: changes_applied(mongo) > before + 20, 60), log.read_text()[-3000:]
+            process.send_signal(signal.SIGKILL)
+            assert process.wait(timeout=30) == -signal.SIGKILL
+            process = follower_process(database_uri, supabase_wal_db, log)
+        before = changes_applied(mongo)
+        assert wait_until(lambda: changes_applied(mongo) > before + 20, 60), log.read_text()[-3000:]
+        writing.clear()
+        writer.join()
+        assert workload.committed > 100 and workload.rolled_back > 0
+        # The last commit: once the mirror holds it, it holds everything before it (commit order).
+        with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+            connection.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'seller')", [USER])
+        assert wait_until(lambda: mongo.user_roles.find_one({"user_id": USER}) is not None, 120), \
+            log.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})["state"] == "stopped"
+    finally:
+        writing.clear()
+        if writer.is_alive():
+            writer.join()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        workload.close()
+    output = verify(runner, supabase_wal_db)
+    assert "in sync" in output
+    assert mongo.sync_rejects.count_documents({}) == 0, list(mongo.sync_rejects.find({}, {"payload": 0}))
+
+
+def test_a_follower_stops_cleanly_on_sigterm_while_idle(supabase_wal_db, database_uri, mongo, tmp_path):
+    """SIGTERM: exit 0 within a poll, the slot kept, the state recorded as stopped."""
+    log = tmp_path / "follow.log"
+    process = follower_process(database_uri, supabase_wal_db, log)
+    assert wait_until(lambda: (mongo[FOLLOW].find_one({"_id": "fitkart_mirror"}) or {}).get("state") == "following",
+                      30), log.read_text()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()
+    assert "0 transaction(s)" in log.read_text()
+    assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})["state"] == "stopped"
