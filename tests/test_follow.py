@@ -4,12 +4,14 @@ PostgreSQL is Debian's, with Debian's wal2json, started by the tests (as Supabas
 mirror is the tests' database server. Each check ends with `flask fitkart verify` finding no drift.
 """
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -251,3 +253,84 @@ def test_a_follower_stops_cleanly_on_sigterm_while_idle(supabase_wal_db, databas
     assert process.wait(timeout=30) == 0, log.read_text()
     assert "0 transaction(s)" in log.read_text()
     assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})["state"] == "stopped"
+
+
+def test_truncate_empties_the_mirrored_tables(runner, supabase_wal_db, mongo):
+    """TRUNCATE (and its CASCADE to carts and wishlists) empties the mirror's tables the engine's way."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=5, transactions=60)
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    assert mongo.products.count_documents({}) > 0 and mongo.user_roles.count_documents({}) > 0
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("TRUNCATE user_roles")
+        connection.execute("TRUNCATE products CASCADE")
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    assert mongo.products.count_documents({}) == 0 and mongo.user_roles.count_documents({}) == 0
+    verify(runner, supabase_wal_db)
+
+
+def test_an_update_of_a_records_key_moves_it(runner, supabase_wal_db, mongo):
+    """A profile's new user_id, a wishlist row's new product, a cart row's new primary key: nothing left behind."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=6, transactions=80)
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("UPDATE profiles SET user_id = gen_random_uuid() "
+                           "WHERE id = (SELECT id FROM profiles ORDER BY id LIMIT 1)")
+        connection.execute("UPDATE wishlist_items SET product_id = (SELECT id FROM products ORDER BY id DESC LIMIT 1) "
+                           "WHERE id = (SELECT id FROM wishlist_items ORDER BY id LIMIT 1)")
+        connection.execute("UPDATE cart_items SET id = gen_random_uuid() "
+                           "WHERE id = (SELECT id FROM cart_items ORDER BY id LIMIT 1)")
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 0 and " 0 refused" in result.output, result.output
+    verify(runner, supabase_wal_db)
+
+
+def test_an_update_that_leaves_a_large_value_out_of_the_log_still_writes_the_whole_row(runner, supabase_wal_db,
+                                                                                        mongo):
+    """An unchanged TOASTed column is not in the update's log entry: it is read back, so the record is whole."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    items = [{"product_id": str(uuid.uuid4()), "note": os.urandom(6000).hex()}]  # stored out of line
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        order_id = connection.execute(
+            "INSERT INTO orders (user_id, total_amount, items) VALUES (%s, 10.50, %s) RETURNING id",
+            [USER, json.dumps(items)]).fetchone()[0]
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    mongo.orders.delete_one({"id": str(order_id)})  # the mirror lost it (say, a client delete that Supabase refused)
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("UPDATE orders SET status = 'shipped' WHERE id = %s", [order_id])
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 0 and " 0 refused" in result.output, result.output
+    assert mongo.orders.find_one({"id": str(order_id)})["items"] == items
+    verify(runner, supabase_wal_db)
+
+
+def test_a_new_slots_copy_starts_from_the_first_row_whatever_backfill_left(runner, supabase_wal_db, mongo):
+    """A checkpoint of an earlier, interrupted backfill is not where a new slot's copy starts."""
+    run_workload(supabase_wal_db, seed=7, transactions=40)
+    with psycopg.connect(supabase_wal_db) as connection:
+        last = connection.execute("SELECT id::text FROM products ORDER BY id DESC LIMIT 1").fetchone()[0]
+    mongo.sync_backfill.insert_one({"_id": "products", "after": [last]})
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    verify(runner, supabase_wal_db)
+
+
+def test_deletes_under_a_replica_identity_index_use_the_key(runner, supabase_wal_db, mongo):
+    """A table logged by its unique user_id index (not its primary key): its deletes still find the record."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=8, transactions=40)
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("ALTER TABLE profiles REPLICA IDENTITY USING INDEX profiles_user_id_key")
+        connection.execute("DELETE FROM profiles WHERE id = (SELECT id FROM profiles ORDER BY id LIMIT 1)")
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 0, result.output
+    verify(runner, supabase_wal_db)
+
+
+def test_a_second_follower_on_the_same_slot_is_refused(runner, supabase_wal_db):
+    """Two followers would apply the same transactions out of step: the second exits 2, naming the first."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    with psycopg.connect(supabase_wal_db, autocommit=True) as first:
+        first.execute("SELECT pg_advisory_lock(hashtext('fitkart follow fitkart_mirror'))")
+        result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 2, result.output
+    assert "another follower is running" in result.output

@@ -26,6 +26,7 @@ from prometheus_client import (
 from pymongo import monitoring
 from pymongo.errors import PyMongoError
 
+from ..clock import as_utc, utc_now
 from ..reconcile.follow import follow_state
 from ..storage.store import DatabaseUnavailable, get_store
 from ..web.writes import spool_state
@@ -59,6 +60,10 @@ FOLLOW_LAG_BYTES = Gauge("fitkart_follow_lag_bytes", "WAL written after the foll
                          ["slot"], multiprocess_mode="mostrecent")
 FOLLOW_LAG_SECONDS = Gauge("fitkart_follow_lag_seconds", "Age of the last commit applied while behind, by slot.",
                            ["slot"], multiprocess_mode="mostrecent")
+
+FOLLOW_MEASURED_AGE = Gauge("fitkart_follow_measured_age_seconds", "Seconds since the follower last measured its "
+                            "lag, by slot: a stopped or killed follower's lag figures grow old here.", ["slot"],
+                            multiprocess_mode="mostrecent")
 
 bp = Blueprint("metrics", __name__)
 
@@ -126,6 +131,9 @@ def metrics():
         for follower in follow_state(get_store().database()):
             FOLLOW_LAG_BYTES.labels(follower["_id"]).set(follower.get("lag_bytes") or 0)
             FOLLOW_LAG_SECONDS.labels(follower["_id"]).set(follower.get("lag_seconds") or 0)
+            if follower.get("measured_at"):
+                FOLLOW_MEASURED_AGE.labels(follower["_id"]).set(
+                    (utc_now() - as_utc(follower["measured_at"])).total_seconds())
     except (DatabaseUnavailable, PyMongoError):
         DATABASE_UP.set(0)
     spool = spool_state()

@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 
 from ..model.documents import FOLLOW
 from ..storage.commands import ERROR, database_or_exit
+from ..sync.write import RecordRejected
 from .commands import errors_exit
 from .follow import TABLES, Follower
 from .wal import DEFAULT_SLOT, WalSetupError, WalSlot
@@ -46,10 +47,12 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
 
     Creates the slot (wal2json) on first use and copies the tables from a snapshot taken after it,
     so nothing falls between copy and stream. Each batch of whole transactions goes through the
-    sync engine as Supabase's own writes (source `wal`: full rows, deletes by id), is recorded in
-    `sync_follow`, and only then confirmed to PostgreSQL: a follower killed anywhere resumes where
-    the mirror stands, replaying rather than skipping. SIGTERM or Ctrl-C stops after the current
-    transaction. Exit status: 0 stopped or done, 2 the database is not set up for it (named) or failed.
+    sync engine as Supabase's own writes (source `wal`: whole rows, deletes by id, truncates), is
+    recorded in `sync_follow`, and only then confirmed to PostgreSQL: a follower killed anywhere
+    resumes where the mirror stands, replaying rather than skipping. One follower per slot (an
+    advisory lock). SIGTERM or Ctrl-C stops after the current transaction (during the copy, after the
+    current page). Exit status: 0 stopped or done, 2 the database is not set up for it (named), another
+    follower holds the slot, or either database failed.
     """
     engine = database_or_exit()
     stop = threading.Event()
@@ -58,9 +61,9 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
     follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=lag_warning_mb * 1024 * 1024)
     try:
         with errors_exit():
-            follower.prepare(database_url, snapshot=not no_snapshot)
-            totals = follower.run(stop, once=once, poll_seconds=poll_seconds)
-    except WalSetupError as error:
+            copied = follower.prepare(database_url, stop, snapshot=not no_snapshot)
+            totals = follower.run(stop, once=once, poll_seconds=poll_seconds) if copied else follower.totals
+    except (WalSetupError, RecordRejected) as error:  # RecordRejected: a record contended past retrying
         click.echo(f"error: {error}", err=True)
         sys.exit(ERROR)
     except psycopg.Error as error:  # PostgreSQL went away: what was applied is confirmed or replays on restart

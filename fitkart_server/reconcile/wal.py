@@ -38,11 +38,12 @@ class WalSetupError(Exception):
 
 @dataclass
 class Change:
-    """One row change: an upsert of the full new row, or a delete by Supabase id."""
+    """One row change: an upsert of the new row, a delete by its identity, or a table emptied (truncate)."""
 
     table: str
-    action: str  # "upsert" or "delete"
+    action: str  # "upsert", "delete" or "truncate"
     record: dict
+    old_id: object = None  # an update's former primary key, when the update changed it
 
 
 @dataclass
@@ -68,6 +69,7 @@ class WalSlot:
         info = self.connection.info
         self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
         self._loaders: dict[int, object] = {}
+        self._known_columns: dict[str, list[str]] = {}
 
     def check(self) -> None:
         """Refuse, naming the fix, a database without logical decoding or a role that may not replicate."""
@@ -87,6 +89,8 @@ class WalSlot:
         """Whether the slot is there (for this database)."""
         row = self.connection.execute("SELECT plugin, database, database = current_database() "
                                       "FROM pg_replication_slots WHERE slot_name = %s", [self.name]).fetchone()
+        if row is not None and row[0] is None:
+            raise WalSetupError(f"slot {self.name!r} is a physical replication slot: choose another --slot")
         if row is not None and not row[2]:
             raise WalSetupError(f"slot {self.name!r} belongs to database {row[1]!r}, not this one: choose another "
                                 "--slot (slot names are shared by the whole PostgreSQL server)")
@@ -112,11 +116,23 @@ class WalSlot:
         self.connection.execute("SELECT pg_drop_replication_slot(%s)", [self.name])
         return True
 
-    def peek(self, max_changes: int) -> list[Transaction]:
-        """Whole committed transactions after the slot's position (about `max_changes` rows), not consumed."""
+    def hold(self) -> None:
+        """Be the slot's only follower: a session lock for this connection's life, or an error naming the other."""
+        taken = self.connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                        [f"fitkart follow {self.name}"]).fetchone()[0]
+        if not taken:
+            # Two followers would apply the same transactions out of step, and the later could undo the newer.
+            raise WalSetupError(f"another follower is running on slot {self.name!r} (it holds its lock): stop it "
+                                "first, or give this one another --slot")
+
+    def peek(self, max_changes: int, upto: str | None = None) -> list[Transaction]:
+        """Whole committed transactions after the slot's position (about `max_changes` rows), not consumed.
+
+        `upto` stops at that position: `--once` drains what was there when it started, not what keeps coming.
+        """
         tables = ",".join(f"public.{table}" for table in self.tables)
-        query = sql.SQL("SELECT lsn::text, data FROM pg_logical_slot_peek_changes({}, NULL, {}, {})").format(
-            sql.Literal(self.name), sql.Literal(max_changes),
+        query = sql.SQL("SELECT lsn::text, data FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})").format(
+            sql.Literal(self.name), sql.Literal(upto), sql.Literal(max_changes),
             sql.SQL(", ").join(sql.Literal(value) for value in (*OPTIONS, "add-tables", tables)))
         transactions: list[Transaction] = []
         current: Transaction | None = None
@@ -131,9 +147,14 @@ class WalSlot:
                 transactions.append(current)
                 current = None
             elif action in ("I", "U") and current is not None:
-                current.changes.append(Change(message["table"], "upsert", self._row(message["columns"])))
+                row = self._row(message["columns"])
+                old = self._row(message.get("identity") or [])
+                current.changes.append(Change(message["table"], "upsert", self._completed(message["table"], row),
+                                              old_id=old.get("id") if old.get("id") != row.get("id") else None))
             elif action == "D" and current is not None:
                 current.changes.append(Change(message["table"], "delete", self._row(message["identity"])))
+            elif action == "T" and current is not None:
+                current.changes.append(Change(message["table"], "truncate", {}))
         return transactions
 
     def flushed(self) -> str:
@@ -167,6 +188,28 @@ class WalSlot:
     def close(self) -> None:
         """Disconnect (the slot stays)."""
         self.connection.close()
+
+    def _completed(self, table: str, row: dict) -> dict:
+        """The row with the columns an update left out of the log (unchanged values stored out of line, TOAST).
+
+        They are read from the table now, by primary key: a later value than this change's, which the
+        stream's later changes overwrite in order anyway. A row gone since is left as logged (its delete follows).
+        """
+        missing = [name for name in self._columns(table) if name not in row]
+        if not missing or row.get("id") is None:
+            return row
+        query = sql.SQL("SELECT {} FROM {} WHERE id = %s").format(
+            sql.SQL(", ").join(map(sql.Identifier, missing)), sql.Identifier("public", table))
+        current = self.connection.execute(query, [row["id"]]).fetchone()
+        return {**row, **dict(zip(missing, current, strict=True))} if current else row
+
+    def _columns(self, table: str) -> list[str]:
+        """The table's columns (asked once)."""
+        if table not in self._known_columns:
+            self._known_columns[table] = [name for (name,) in self.connection.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
+                "AND table_name = %s", [table])]
+        return self._known_columns[table]
 
     def _row(self, columns: list[dict]) -> dict:
         """A decoded row: each value loaded by psycopg from its text form, as a SELECT would give it."""
