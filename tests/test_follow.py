@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -97,27 +99,33 @@ def test_the_first_run_copies_the_tables_and_the_stream_joins_without_a_gap(runn
     assert state["snapshot"] == "done" and state["confirmed_lsn"] and state["lag_bytes"] >= 0
 
 
-def test_applying_the_same_transactions_again_changes_nothing(app, supabase_wal_db, mongo, runner):
-    """At least once is harmless: replaying transactions the mirror already holds leaves it exact."""
-    assert follow(runner, supabase_wal_db).exit_code == 0
-    run_workload(supabase_wal_db, seed=2, transactions=80)
+@contextmanager
+def written_after_the_slot(app, runner, url: str, seed: int, transactions: int) -> Iterator:
+    """A first run makes the slot, then a workload commits; yields the engine and the slot, nothing consumed."""
+    assert follow(runner, url).exit_code == 0
+    run_workload(url, seed, transactions)
     with app.app_context():
-        engine = app.extensions["fitkart_store"].engine()
-        slot = WalSlot(supabase_wal_db, TABLES)
+        slot = WalSlot(url, TABLES)
         try:
-            transactions = slot.peek(100_000)  # read, not consumed
-            assert sum(len(transaction.changes) for transaction in transactions) > 50
-            for _ in range(2):
-                for transaction in transactions:
-                    apply_transaction(engine, transaction)
-                snapshot = {name: sorted(map(repr, mongo[name].find({}, {"_fitkart": 0}))) for name in TABLES}
-                verify(runner, supabase_wal_db)
-            # Once more after the mirror holds them: the documents themselves do not change.
-            for transaction in transactions:
-                apply_transaction(engine, transaction)
-            assert {name: sorted(map(repr, mongo[name].find({}, {"_fitkart": 0}))) for name in TABLES} == snapshot
+            yield app.extensions["fitkart_store"].engine(), slot
         finally:
             slot.close()
+
+
+def test_applying_the_same_transactions_again_changes_nothing(app, supabase_wal_db, mongo, runner):
+    """At least once is harmless: replaying transactions the mirror already holds leaves it exact."""
+    with written_after_the_slot(app, runner, supabase_wal_db, seed=2, transactions=80) as (engine, slot):
+        transactions = slot.peek(100_000)  # read, not consumed
+        assert sum(len(transaction.changes) for transaction in transactions) > 50
+        for _ in range(2):
+            for transaction in transactions:
+                apply_transaction(engine, transaction)
+            snapshot = {name: sorted(map(repr, mongo[name].find({}, {"_fitkart": 0}))) for name in TABLES}
+            verify(runner, supabase_wal_db)
+        # Once more after the mirror holds them: the documents themselves do not change.
+        for transaction in transactions:
+            apply_transaction(engine, transaction)
+        assert {name: sorted(map(repr, mongo[name].find({}, {"_fitkart": 0}))) for name in TABLES} == snapshot
 
 
 def test_a_database_without_logical_decoding_is_an_error_naming_the_setting(runner, supabase_db):
@@ -151,14 +159,8 @@ def test_drop_slot_frees_the_wal_and_forgets_the_position(runner, supabase_wal_d
 
 def test_lag_is_shown_by_stats_metrics_and_the_status_page(app, runner, supabase_wal_db, mongo):
     """The follower's position and lag reach `flask fitkart stats`, /metrics and the status page."""
-    assert follow(runner, supabase_wal_db).exit_code == 0
-    run_workload(supabase_wal_db, seed=3, transactions=20)
-    with app.app_context():
-        engine = app.extensions["fitkart_store"].engine()
-        slot = WalSlot(supabase_wal_db, TABLES)
-        follower = Follower(engine, slot, max_changes=5)
-        follower.apply(slot.peek(5), threading.Event())  # one small batch: the rest is behind
-        slot.close()
+    with written_after_the_slot(app, runner, supabase_wal_db, seed=3, transactions=20) as (engine, slot):
+        Follower(engine, slot, max_changes=5).apply(slot.peek(5), threading.Event())  # the rest is behind
     state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
     assert state["lag_bytes"] > 0
     stats = runner.invoke(args=["fitkart", "stats"])
