@@ -12,43 +12,30 @@ applied while behind) is sampled from `sync_follow` every second.
 """
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pymongo
 
 from testbed.data.shop_workload import ShopWorkload
+from testbed.servers.follower import start_follower
 from testbed.servers.mongo import MongoServer
 from testbed.servers.postgres import PostgresServer, ensure_wal2json, postgres_bindir
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def follower(mongo_uri: str, url: str, *options: str, log=subprocess.DEVNULL) -> subprocess.Popen:
-    """`flask fitkart follow` as an operator runs it."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("FITKART_")}
-    environment.update(FITKART_MONGODB_URI=mongo_uri, SUPABASE_DB_URL=url)
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "fitkart_server", "fitkart", "follow", *options],
-                            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
 
 
 def throughput(postgres: PostgresServer, mongo_uri: str, backlog: int) -> None:
     """Apply a backlog of `backlog` transactions with `follow --once`; print changes per second."""
     url = postgres.create_database("throughput")
     slot = ("--slot", "bench_throughput")
-    assert follower(mongo_uri + "/throughput", url, "--once", *slot).wait() == 0  # the slot, on empty tables
+    assert start_follower(mongo_uri + "/throughput", url, "--once", *slot).wait() == 0  # the slot, on empty tables
     workload = ShopWorkload(url, seed=7)
     for _ in range(backlog):
         workload.step()
     workload.close()
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
-        status = follower(mongo_uri + "/throughput", url, "--once", *slot, log=log).wait()
+        status = start_follower(mongo_uri + "/throughput", url, "--once", *slot, log=log).wait()
         elapsed = time.monotonic() - started
         log.seek(0)
         output = log.read().decode(errors="replace")
@@ -65,7 +52,7 @@ def steady(postgres: PostgresServer, mongo_uri: str, rate: float, seconds: float
     name = f"steady_{int(rate)}"
     url = postgres.create_database(name)
     database = pymongo.MongoClient(mongo_uri)[name]
-    process = follower(mongo_uri + "/" + name, url, "--poll-seconds", "0.2", "--slot", name)
+    process = start_follower(mongo_uri + "/" + name, url, "--poll-seconds", "0.2", "--slot", name)
     try:
         while (database["sync_follow"].find_one({"_id": name}) or {}).get("state") != "following":
             time.sleep(0.2)

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,9 +22,9 @@ from fitkart_server.reconcile.follow import Follower, apply_transaction
 from fitkart_server.reconcile.follow_commands import TABLES
 from fitkart_server.reconcile.wal import WalSlot
 from testbed.data.shop_workload import ShopWorkload
+from testbed.servers.follower import start_follower
 from testbed.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 KURTA = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 CART = "0b5d8f1e-6a7c-4e0a-9a51-3f4b2c1d0e9f"
 USER = "5b0e6f8a-3c1d-4f2e-9a7b-1c2d3e4f5a6b"
@@ -173,13 +172,9 @@ def test_lag_is_shown_by_stats_metrics_and_the_status_page(app, runner, supabase
 
 
 def follower_process(database_uri: str, url: str, log: Path) -> subprocess.Popen:
-    """`flask fitkart follow` as its own process, as an operator runs it."""
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("FITKART_")}
-    environment.update(FITKART_MONGODB_URI=database_uri, SUPABASE_DB_URL=url)
+    """The follower as its own process, polling often, its output appended to `log`."""
     with open(log, "ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "flask", "--app", "fitkart_server", "fitkart", "follow",
-                                 "--poll-seconds", "0.2", "--max-changes", "50"],
-                                cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        return start_follower(database_uri, url, "--poll-seconds", "0.2", "--max-changes", "50", log=output)
 
 
 def changes_applied(mongo) -> int:

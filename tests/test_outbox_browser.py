@@ -114,9 +114,8 @@ def _quote(value: str) -> str:
 
 @pytest.fixture
 def server(database_uri, site):
-    """gunicorn on the test database, allowing the site's origin; created stopped (the test starts it)."""
-    env = {"FITKART_CORS_ORIGINS": site.origin, "FITKART_MAX_BATCH": "500"}
-    app = GunicornServer(database_uri, None, workers=1, env=env)
+    """gunicorn on the test database with its defaults; created stopped (the test starts it)."""
+    app = GunicornServer(database_uri, None, workers=1, env=site.allowed())
     yield app
     app.stop()
 
@@ -169,8 +168,9 @@ def test_a_reopened_browser_sends_what_it_queued_first_without_a_user_action(sho
     assert shop.wait(lambda: len(stored(mongo)) == 2 and stored(mongo)[row["id"]]["quantity"] == 10), \
         (status(page), server.log_tail())
     assert mongo["sync_rejects"].count_documents({}) == 0
-    ids = [operation["record"]["id"] for operation in shop.delivered]
-    assert ids.index(row["id"]) < ids.index(other["id"]) or len(ids) == 2  # in queue order (merged upserts: one)
+    # In queue order: the closed session's two rows, then the newer change (not merged: another row between).
+    assert [(op["record"]["id"], op["record"].get("quantity")) for op in shop.delivered] == [
+        (row["id"], row["quantity"]), (other["id"], other["quantity"]), (row["id"], 10)]
     assert shop.wait(lambda: status(page)["pending"] == 0, 10)
 
 
@@ -306,7 +306,7 @@ def test_an_account_switch_parks_the_first_users_changes_and_delivers_them_later
                                                                                    mongo, tmp_path):
     """Case 7: A's changes are never sent with B's token; they wait, listed, until A signs in again."""
     server = GunicornServer(database_uri, None, workers=1,
-                            env={"FITKART_CORS_ORIGINS": site.origin, "SUPABASE_JWT_SECRET": JWT_SECRET})
+                            env={**site.allowed(), "SUPABASE_JWT_SECRET": JWT_SECRET})
     shop = Shop(playwright, site, server, tmp_path / "profile", auth=True).launch()
     try:
         user_a, user_b = new_id(), new_id()

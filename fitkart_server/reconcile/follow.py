@@ -11,7 +11,7 @@ value while the replay catches up).
 import contextlib
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from pymongo.database import Database
@@ -42,7 +42,7 @@ class FollowTotals:
     snapshot_rows: int = 0
     lag_bytes: int = 0
     lag_seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
+    lag_warnings: int = 0  # batches that found the slot past the warning threshold (each logged)
 
 
 class Stopped(Exception):
@@ -207,7 +207,7 @@ class Follower:
             message = (f"slot {self.slot.name!r} is {lag_bytes:,} bytes behind: PostgreSQL keeps that WAL until "
                        "the follower catches up (drop an abandoned slot with `flask fitkart drop-slot`)")
             log.warning(message)
-            self.totals.warnings.append(message)
+            self.totals.lag_warnings += 1
 
     def _save(self, fields: dict, increments: dict | None = None) -> None:
         """Update this slot's document in `sync_follow` (one per slot)."""

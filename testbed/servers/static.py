@@ -5,7 +5,11 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from fitkart_server.config import DEFAULT_CORS_ORIGINS
+
 from .mongo import free_port
+
+DEFAULT_ORIGINS = DEFAULT_CORS_ORIGINS.split(",")
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -32,6 +36,10 @@ class StaticSite:
     @property
     def origin(self) -> str:
         return f"http://localhost:{self.server.server_address[1]}"
+
+    def allowed(self) -> dict[str, str]:
+        """The sync server's settings for this site's origin: none on port 8080 (allowed by default)."""
+        return {} if self.origin in DEFAULT_ORIGINS else {"FITKART_CORS_ORIGINS": self.origin}
 
     def start(self) -> "StaticSite":
         self.thread.start()

@@ -410,12 +410,9 @@ class LocalSyncClient implements LocalSync {
   }
 
   /** The signed-in user, from the token's `sub` (undefined when no tokens are used). */
-  private async currentUser(forceRefresh = false): Promise<string | undefined> {
-    if (!this.options.getAccessToken) {
-      return undefined;
-    }
+  private async currentUser(): Promise<string | undefined> {
     try {
-      this.user = tokenSubject(await this.options.getAccessToken({ forceRefresh })) ?? ANYONE;
+      await this.token(false);
     } catch {
       // the app's token getter failed: keep the last user known
     }
