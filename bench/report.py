@@ -8,7 +8,6 @@ from pathlib import Path
 from bench.census import Census
 from bench.load import Rate
 
-BEGIN, END = "<!-- bench.run:begin -->", "<!-- bench.run:end -->"
 # Phases of the rounds: per concurrency the server and its two yardsticks; per batch kind the server and bulk_write.
 SINGLE_PHASES = ("server", "update_one", "express")
 BATCH_PHASES = ("server", "bulk")
@@ -167,22 +166,23 @@ def as_markdown(table: Table) -> str:
                       *(line(row) for row in table.rows)])
 
 
-def write_section(path: Path, backend: str, content: str) -> None:
-    """Put `content` between this backend's markers inside BEGIN/END of `path`, leaving all else as it was.
+def write_section(path: Path, backend: str, content: str, bench: str = "bench.run") -> None:
+    """Put `content` between this backend's markers inside the `bench` markers of `path`, leaving all else as it was.
 
     Each backend has its own section, so runs on different backends fill the file side by side. Markers
     missing from the file are added at its end.
     """
+    begin, end = f"<!-- {bench}:begin -->", f"<!-- {bench}:end -->"
     text = path.read_text()
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    first, last = f"<!-- bench.run:{backend}:begin -->", f"<!-- bench.run:{backend}:end -->"
+    if begin not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    first, last = f"<!-- {bench}:{backend}:begin -->", f"<!-- {bench}:{backend}:end -->"
     section = f"{first}\n{content.strip()}\n{last}"
     if first in text and last in text:
         before, _, rest = text.partition(first)
         _, _, after = rest.partition(last)
         text = before + section + after
     else:
-        before, _, after = text.partition(END)
-        text = before + section + "\n" + END + after
+        before, _, after = text.partition(end)
+        text = before + section + "\n" + end + after
     path.write_text(text)

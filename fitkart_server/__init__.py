@@ -5,7 +5,7 @@ from flask.cli import AppGroup
 from flask_cors import CORS
 from flask_smorest import Api
 
-from .config import DECIMAL_MODES, Config
+from .config import DECIMAL_MODES, WRITE_PLANS, Config
 from .ops import commands as ops_commands
 from .ops import metrics, requestlog, status
 from .reconcile import commands as reconcile_commands
@@ -27,9 +27,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_pyfile("config.py", silent=True)
     else:
         app.config.from_mapping(test_config)
-    if app.config["FITKART_DECIMAL_MODE"] not in DECIMAL_MODES:
-        raise ValueError(f"FITKART_DECIMAL_MODE must be one of {', '.join(DECIMAL_MODES)}, "
-                         f"not {app.config['FITKART_DECIMAL_MODE']!r}")
+    for name, choices in (("FITKART_DECIMAL_MODE", DECIMAL_MODES), ("FITKART_WRITE_PLAN", WRITE_PLANS)):
+        if app.config[name] not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {app.config[name]!r}")
     if not app.debug and not app.testing:
         requestlog.configure_logging(app.config["FITKART_LOG_FORMAT"])
 

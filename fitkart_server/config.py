@@ -11,6 +11,7 @@ DEFAULT_CORS_ORIGINS = "http://localhost:8080,http://127.0.0.1:8080"
 # The forms money can be stored in; "auto" is decimal128 where the database stores it, else double.
 MONEY_FORMS = ("decimal128", "double", "string")
 DECIMAL_MODES = ("auto", *MONEY_FORMS)
+WRITE_PLANS = ("auto", "guarded", "point")
 
 
 def _int(name: str, default: int) -> int:
@@ -53,6 +54,8 @@ class Config:
     FITKART_DB_SOCKET_TIMEOUT_MS = _int("FITKART_DB_SOCKET_TIMEOUT_MS", 10_000)
     # "auto": majority against a replica set (or sharded cluster), 1 against a standalone server.
     FITKART_WRITE_CONCERN = os.environ.get("FITKART_WRITE_CONCERN", "auto").strip().lower()
+    # Which commands writes send (sync/plan.py): "auto" picks by what the server says it is.
+    FITKART_WRITE_PLAN = os.environ.get("FITKART_WRITE_PLAN", "auto").strip().lower()
     MAX_CONTENT_LENGTH = _int("FITKART_MAX_CONTENT_LENGTH", 1024 * 1024)
 
     FITKART_AUTH = os.environ.get("FITKART_AUTH", "auto").strip().lower()

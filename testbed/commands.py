@@ -35,3 +35,63 @@ class RequestCommands(monitoring.CommandListener):
         finally:
             self.thread = None
         return self.names
+
+
+# Where a command keeps its filters, per command name; an insert has none.
+FILTERS_OF: dict[str, Callable[[dict], list]] = {
+    "find": lambda command: [command.get("filter", {})],
+    "findAndModify": lambda command: [command.get("query", {})],
+    "update": lambda command: [update["q"] for update in command.get("updates", [])],
+    "delete": lambda command: [delete["q"] for delete in command.get("deletes", [])],
+    "insert": lambda command: [],
+}
+
+# Commands that read documents and have no `{_id: value}` form: always a scan on FerretDB v1.
+READS_WITHOUT_POINT_FORM = ("aggregate", "count", "distinct")
+
+
+def is_point_filter(query: dict) -> bool:
+    """Whether a filter is exactly `{_id: scalar}`: the only one FerretDB v1 pushes down to its storage."""
+    return list(query) == ["_id"] and not isinstance(query["_id"], dict | list)
+
+
+class FilterWatch(monitoring.CommandListener):
+    """Every command a watched client sends to `collections` while `watching()` says so, with its filters.
+
+    `stray` lists those that are neither an insert nor a filter of exactly `{_id: scalar}`, except
+    the scans a caller names as (command, collection, filter fields), e.g. a cart cleared by user_id.
+    """
+
+    def __init__(self, collections: set[str], watching: Callable[[], bool],
+                 scans_named: frozenset[tuple[str, str, tuple]] = frozenset()) -> None:
+        self.collections = collections
+        self.watching = watching
+        self.scans_named = scans_named
+        self.seen: list[tuple[str, str, list]] = []
+        self.stray: list[tuple[str, str, object]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        collection = event.command.get(name)
+        if not isinstance(collection, str) or collection not in self.collections or not self.watching():
+            return
+        if name in READS_WITHOUT_POINT_FORM:
+            self.stray.append((name, collection, None))
+            return
+        if name not in FILTERS_OF:
+            return  # not a read or write of documents (createIndexes, ...)
+        filters = FILTERS_OF[name](event.command)
+        self.seen.append((name, collection, filters))
+        for query in filters:
+            if not is_point_filter(query) and (name, collection, tuple(sorted(query))) not in self.scans_named:
+                self.stray.append((name, collection, query))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def clear(self) -> None:
+        """Forget what was seen."""
+        self.seen, self.stray = [], []

@@ -6,10 +6,40 @@ import uuid
 import psycopg
 import pymongo
 import pytest
+from flask import current_app, has_request_context, request
 
 from fitkart_server import create_app
+from fitkart_server.model.documents import TOMBSTONES
+from fitkart_server.model.entities import BY_COLLECTION
+from fitkart_server.storage.store import Store
+from testbed.commands import FilterWatch
 from testbed.servers import gunicorn
 from testbed.servers.mongo import MongoServer, ServerKind
+
+
+def point_plan_write() -> bool:
+    """Whether the current command is sent by a write request (not a read) of an app on the point plan."""
+    return (has_request_context() and request.method not in ("GET", "HEAD", "OPTIONS")
+            and current_app.extensions["fitkart_store"].chosen_write_plan == "point")
+
+
+# The point plan's scans, named in docs/operations.md: a user's records found to be cleared by user_id, and a
+# record of a table keyed by something else named by its Supabase id alone.
+POINT_PLAN_SCANS = frozenset({
+    ("find", "cart_items", ("user_id",)), ("find", "wishlist_items", ("user_id",)),
+    *(("find", table, ("id",)) for table in ("profiles", "wishlist_items", "user_roles")),
+})
+# Every command the apps of the tests send to the mirror's tables and tombstones while writing.
+WRITE_PATH = FilterWatch({*BY_COLLECTION, TOMBSTONES}, point_plan_write, POINT_PLAN_SCANS)
+Store.command_listeners = (WRITE_PATH,)
+
+
+@pytest.fixture(autouse=True)
+def point_plan_filters():
+    """Under the point plan, every write-path command of every test is an insert or goes by `_id` alone."""
+    WRITE_PATH.clear()
+    yield
+    assert not WRITE_PATH.stray, f"not by _id under the point plan: {WRITE_PATH.stray[:3]}"
 
 
 def decimal128_override() -> bool | None:
@@ -89,10 +119,23 @@ def local_files(tmp_path) -> dict:
 
 
 @pytest.fixture
-def app(database_uri, decimal_mode, local_files):
+def write_plan(request) -> str:
+    """FITKART_WRITE_PLAN of the test's app: `auto`, as a newcomer gets it, unless its module names plans."""
+    return getattr(request, "param", "auto")
+
+
+def pytest_generate_tests(metafunc):
+    """A module's tests run once per plan in its WRITE_PLANS (the engine's rules hold under each)."""
+    plans = getattr(metafunc.module, "WRITE_PLANS", None)
+    if plans and "write_plan" in metafunc.fixturenames:
+        metafunc.parametrize("write_plan", plans, indirect=True)
+
+
+@pytest.fixture
+def app(database_uri, decimal_mode, local_files, write_plan):
     """The app on a fresh database of the real server."""
     app = create_app({"TESTING": True, "FITKART_MONGODB_URI": database_uri,
-                      "FITKART_DECIMAL_MODE": decimal_mode, **local_files})
+                      "FITKART_DECIMAL_MODE": decimal_mode, "FITKART_WRITE_PLAN": write_plan, **local_files})
     yield app
     close(app)
 
@@ -126,12 +169,12 @@ def embedded_app(local_files):
 
 
 @pytest.fixture
-def make_app(local_files):
-    """Build apps with given settings (on top of TESTING); their clients close afterwards."""
+def make_app(local_files, write_plan):
+    """Build apps with given settings (on top of TESTING and the test's write plan); their clients close afterwards."""
     made = []
 
     def build(**settings):
-        app = create_app({"TESTING": True, **local_files, **settings})
+        app = create_app({"TESTING": True, **local_files, "FITKART_WRITE_PLAN": write_plan, **settings})
         made.append(app)
         return app
 

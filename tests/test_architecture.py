@@ -56,3 +56,29 @@ def test_the_sync_engine_knows_nothing_of_flask():
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(name.split(".")[0] in ("flask", "flask_smorest", "werkzeug") for name in names), path
+
+
+def sibling_imports(path: Path) -> set[str]:
+    """The modules of its own package a module imports (`from .x import`, `from . import x`), type-only ones too."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names |= {node.module.split(".")[0]} if node.module else {alias.name for alias in node.names}
+    return names
+
+
+def test_the_sync_modules_import_each_other_in_one_direction():
+    """No circle among sync/'s modules: what the rules share (mirror.py, plan.py, write.py) lies below them, and
+    engine.py, the way in, above; a module that needs the engine's type takes a Mirror."""
+    modules = {path.stem: sibling_imports(path) for path in (PACKAGE / "sync").glob("*.py") if path.stem != "__init__"}
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        assert name not in trail, " -> ".join((*trail, name))
+        if name not in done:
+            for imported in modules.get(name, ()):
+                visit(imported, (*trail, name))
+            done.add(name)
+
+    for name in modules:
+        visit(name, ())

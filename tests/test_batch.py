@@ -2,6 +2,9 @@
 
 from testbed.data.records import cart_item, new_id, product
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 
 def test_batch_applies_operations_in_order_with_one_result_each(client, mongo):
     """Results follow input order; a refused operation does not stop the others."""

@@ -6,6 +6,9 @@ import pytest
 
 from testbed.data.records import cart_item, new_id, profile, stamp
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 THREADS = 12
 
 

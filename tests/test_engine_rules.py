@@ -18,6 +18,9 @@ from fitkart_server.sync.tombstones import Tombstones
 from fitkart_server.sync.upserts import PlannedWrite
 from testbed.data.records import cart_item, new_id, profile, stamp, wishlist_item
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 
 def post(client, collection: str, record):
     """POST one record to a collection."""

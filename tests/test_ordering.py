@@ -2,6 +2,9 @@
 
 from testbed.data.records import cart_item, order, profile, stamp
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 
 def post(client, collection: str, record):
     """POST one record to a collection."""

@@ -1,8 +1,9 @@
-"""What each kind of write costs in database round trips, pinned: a change that adds one fails here.
+"""What each kind of write costs in database round trips under each write plan, pinned: a change that adds one fails.
 
 Counted with pymongo's command monitoring, on the request's own thread (housekeeping and the spool's
 replayer run on threads of their own). Not timed: the count is a property of the code, the time is the
-benchmark's (BENCHMARKS.md).
+benchmark's (BENCHMARKS.md). The point plan sends more commands than the guarded one, each by `_id`:
+on FerretDB v1 each costs the same at any size, where one guarded command decodes the whole collection.
 """
 
 import pytest
@@ -11,9 +12,33 @@ from pymongo import monitoring
 from testbed.commands import RequestCommands
 from testbed.data.records import cart_item, order, profile, stamp
 
+WRITE_PLANS = ("point", "guarded")
 # pymongo's listeners are process-wide and apply to clients made after registering: one, idle unless watching.
 COMMANDS = RequestCommands()
 monitoring.register(COMMANDS)
+
+# Per plan, what each request kind of the FitKart mix sends.
+EXPECTED = {
+    "guarded": {
+        "new row": ["find", "insert"],  # its tombstone, then the insert
+        # A full row may be new: its tombstone is read and it is inserted; the duplicate key merges it.
+        "full row of a stored record": ["find", "insert", "findAndModify"],
+        "partial": ["findAndModify"],
+        "unchanged partial": ["findAndModify", "find"],  # the guard needs something to change; the read says why
+        # Stale, sent in full: the insert collides, the merge's guard misses, the read says "stale".
+        "stale profile": ["find", "find", "insert", "findAndModify", "find"],
+        "mix": 2.05,
+    },
+    "point": {
+        "new row": ["find", "insert"],
+        # The insert collides: the record is read by _id, decided, and changed by _id.
+        "full row of a stored record": ["find", "insert", "find", "findAndModify"],
+        "partial": ["find", "findAndModify"],  # read by _id, decided, changed by _id (returning what it replaced)
+        "unchanged partial": ["find"],
+        "stale profile": ["find", "find", "insert", "find"],
+        "mix": 2.4,
+    },
+}
 
 
 @pytest.fixture
@@ -33,16 +58,16 @@ def count(client, method: str, path: str, body=None) -> list[str]:
     return sent
 
 
-def test_round_trips_per_kind_of_write(watched):
-    """Each request kind of the FitKart mix, command by command (one guarded command where the rules allow)."""
+def test_round_trips_per_kind_of_write(watched, write_plan):
+    """Each request kind of the FitKart mix, command by command."""
+    expected = EXPECTED[write_plan]
     item = cart_item()
     new_row = count(watched, "post", "/api/sync/cart_items", item)
-    assert new_row == ["find", "insert"]  # its tombstone, then the insert
+    assert new_row == expected["new row"]
     same_row = count(watched, "post", "/api/sync/cart_items", {**item, "quantity": 3, "size": "L"})
-    # A full row may be new: its tombstone is read and it is inserted; the duplicate key merges it.
-    assert same_row == ["find", "insert", "findAndModify"]
+    assert same_row == expected["full row of a stored record"]
     partial = count(watched, "post", "/api/sync/cart_items", {"id": item["id"], "quantity": 5})
-    assert partial == ["findAndModify"]
+    assert partial == expected["partial"]
     as_the_shop_sends_it = {name: value for name, value in profile().items() if name != "id"}
     assert count(watched, "post", "/api/sync/profiles", as_the_shop_sends_it) == ["find", "insert"]
     # A profile row with its Supabase id as well: the id's tombstone and the key's (user_id) are two.
@@ -51,37 +76,46 @@ def test_round_trips_per_kind_of_write(watched):
     # A delete: the record read (which tombstone it leaves depends on it), its tombstone, then the delete;
     # tombstone before delete, so no create racing it can bring the record back.
     assert count(watched, "delete", f"/api/sync/cart_items/{item['id']}") == ["find", "insert", "delete"]
-    # Over the mix's shares (bench/mix.py): 0.35*2 + 0.15*3 + 0.20*1 + 0.10*3 (deletes) + 0.10*2 + 0.10*2.
+    # Over the mix's shares (bench/mix.py): new 35%, full row of a stored record 15%, partial 20%, delete 10%,
+    # new profile 10%, new order 10%.
     shares = {"new": (0.35, new_row), "same": (0.15, same_row), "partial": (0.20, partial),
               "delete": (0.10, ["find", "insert", "delete"]), "profile": (0.10, new_row), "order": (0.10, new_row)}
-    assert sum(share * len(sent) for share, sent in shares.values()) == pytest.approx(2.05)
+    assert sum(share * len(sent) for share, sent in shares.values()) == pytest.approx(expected["mix"])
 
 
-def test_round_trips_when_the_guard_misses(watched):
-    """A write the guard turns away is read once to say why: unchanged, or stale; a delete of nothing."""
+def test_round_trips_when_the_rules_turn_a_write_away(watched, write_plan):
+    """A write the rules turn away: unchanged, or stale; a delete of nothing."""
+    expected = EXPECTED[write_plan]
     item = cart_item()
     count(watched, "post", "/api/sync/cart_items", item)
-    # Unchanged: the guard needs something to change; the read says "unchanged".
-    assert count(watched, "post", "/api/sync/cart_items", {"id": item["id"], "quantity": item["quantity"]}) == [
-        "findAndModify", "find"]
+    unchanged = count(watched, "post", "/api/sync/cart_items", {"id": item["id"], "quantity": item["quantity"]})
+    assert unchanged == expected["unchanged partial"]
     person = profile(updated_at=stamp(30))
     count(watched, "post", "/api/sync/profiles", person)
-    # Stale: an older version sent in full; its insert collides, the merge's guard misses, the read says "stale".
     stale = count(watched, "post", "/api/sync/profiles", {**person, "full_name": "Old", "updated_at": stamp(10)})
-    assert stale == ["find", "find", "insert", "findAndModify", "find"]
+    assert stale == expected["stale profile"]
     gone = cart_item()
     assert count(watched, "delete", f"/api/sync/cart_items/{gone['id']}") == ["find", "insert"]
 
 
-def test_round_trips_of_a_batch(watched):
-    """A batch of new rows: its tombstones read, then one bulk insert; partial updates: their records read too."""
+def test_round_trips_of_a_batch(watched, write_plan):
+    """A batch of new rows, of partial updates, and the same full rows again (an outbox's retry)."""
     rows = [cart_item() for _ in range(10)]
     new = {"operations": [{"op": "upsert", "collection": "cart_items", "record": row} for row in rows]}
-    assert count(watched, "post", "/api/sync/batch", new) == ["find", "insert"]
     partial = {"operations": [{"op": "upsert", "collection": "cart_items", "record": {"id": row["id"], "quantity": 9}}
                               for row in rows]}
-    assert count(watched, "post", "/api/sync/batch", partial) == ["find", "find", "update"]
-    # The same full rows again (an outbox's retry): every insert collides, and only those keys are read, at once.
-    replay = count(watched, "post", "/api/sync/batch", {"operations": [
-        {"op": "upsert", "collection": "cart_items", "record": {**row, "quantity": 9}} for row in rows]})
-    assert replay == ["find", "insert", "find", "find"]  # tombstones, insert, the collided records, their tombstones
+    replay = {"operations": [{"op": "upsert", "collection": "cart_items", "record": {**row, "quantity": 9}}
+                             for row in rows]}
+    sent = [count(watched, "post", "/api/sync/batch", body) for body in (new, partial, replay)]
+    if write_plan == "guarded":
+        assert sent == [
+            ["find", "insert"],  # the tombstones in one read, one bulk insert
+            ["find", "find", "update"],  # the records, the tombstones, one bulk update
+            ["find", "insert", "find", "find"],  # tombstones, insert, only the collided records, their tombstones
+        ]
+    else:  # each by _id: a tombstone per new row; a record and its change per partial; nothing written unchanged
+        assert sent == [
+            ["find"] * 10 + ["insert"],
+            ["find"] * 10 + ["findAndModify"] * 10,
+            ["find"] * 10 + ["insert"] + ["find"] * 10,
+        ]

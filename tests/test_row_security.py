@@ -9,6 +9,9 @@ from testbed.data import records
 
 from .tokens import bearer, claims_for, hs256
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 OWNED = {"profiles": records.profile, "cart_items": records.cart_item,
          "wishlist_items": records.wishlist_item, "orders": records.order}
 

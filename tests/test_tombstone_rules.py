@@ -10,6 +10,9 @@ from testbed.data.records import cart_item, new_id
 
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 SECRET = "webhook-shared-secret"
 
 

@@ -7,6 +7,9 @@ import pytest
 
 from testbed.data.records import cart_item, new_id, order, product, profile
 
+# The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
+WRITE_PLANS = ("point", "guarded")
+
 
 def post(client, collection: str, record):
     """POST one record to a collection."""

@@ -90,7 +90,8 @@ def craft_drift(shop, mongo) -> dict:
     extra_wish = {"id": str(uuid.uuid4()), "user_id": str(uuid.uuid4()), "product_id": str(kurta["id"]),
                   "created_at": datetime(2025, 1, 1, tzinfo=UTC)}
     mongo.cart_items.delete_one({"id": str(second_cart["id"])})                          # missing
-    mongo.wishlist_items.insert_one(dict(extra_wish))                                       # extra
+    # extra; under its key as _id, as the engine stores every record (a lost delete leaves one so)
+    mongo.wishlist_items.insert_one({**extra_wish, "_id": f"{extra_wish['user_id']}|{extra_wish['product_id']}"})
     mongo.profiles.update_one({"user_id": str(customer_profile["user_id"])},
                               {"$set": {"full_name": "Asha R", "body_measurements": {"height_cm": 170}}})
     mongo.products.update_one({"id": str(kurta["id"])}, {"$set": {

@@ -32,7 +32,7 @@ def _when(moment) -> str:
 def stats_command():
     """Per collection: documents, last write and its source, writes in the last hour."""
     engine = database_or_exit()
-    click.echo(f"mirror: {get_store().description}; {_money(engine)}")
+    click.echo(f"mirror: {get_store().description}; {_money(engine)}; writes use the {engine.write_plan} plan")
     click.echo(f"{'collection':<16}{'documents':>11}  {'last write (UTC)':<20}{'source':<11}{'writes/hour':>11}")
     for row in collection_stats(engine.database):
         click.echo(f"{row.name:<16}{row.documents:>11,}  {_when(row.last_write_at):<20}"

@@ -83,9 +83,10 @@ def status_page():
                        verify=latest_run(database, "verify"), followers=follow_state(database))
     except (DatabaseUnavailable, PyMongoError) as error:
         context.update(up=False, reason=str(error))
-    # After the database was used: that is when FITKART_DECIMAL_MODE=auto is resolved.
+    # After the database was used: that is when FITKART_DECIMAL_MODE and FITKART_WRITE_PLAN=auto are resolved.
     context.update(decimal_mode=store.chosen_decimal_mode, decimal_mode_reason=store.decimal_mode_reason,
-                   money_problem=store.money_problem, spool=spool_state())
+                   money_problem=store.money_problem, spool=spool_state(),
+                   write_plan=store.chosen_write_plan, write_plan_reason=store.write_plan_reason)
     return _page("status/index.html", **context)
 
 

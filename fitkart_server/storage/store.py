@@ -18,6 +18,7 @@ from pymongo.write_concern import WriteConcern
 from ..model.documents import CAPABILITIES, PROVENANCE_FIELD, TOMBSTONES, Reject, Tombstone
 from ..model.entities import ENTITIES
 from ..sync.engine import Observer, SyncEngine
+from ..sync.plan import GUARDED, plan_for
 from ..sync.rejects import Allowance
 from .housekeeping import Housekeeper
 from .uris import DEFAULT_DATABASE, EMBEDDED, choose_uri, database_name, redact_uri
@@ -78,8 +79,11 @@ def write_concern_for(setting: str, hello: dict) -> WriteConcern:
 class Store:
     """One app's database: a client per process (fork-safe), prepared on first use."""
 
+    # pymongo command listeners handed to every client a store makes (the tests watch the write path with one).
+    command_listeners: tuple = ()
+
     def __init__(self, uri: str, *, timeout_ms: int, decimal_mode: str, tombstone_days: int,
-                 socket_timeout_ms: int = 10_000, write_concern: str = "auto") -> None:
+                 socket_timeout_ms: int = 10_000, write_concern: str = "auto", write_plan: str = "auto") -> None:
         self.uri = uri
         self.embedded = uri == EMBEDDED
         self.timeout_ms = timeout_ms
@@ -88,6 +92,10 @@ class Store:
         self._concern: WriteConcern | None = None
         self.decimal_mode = decimal_mode
         self.tombstone_days = tombstone_days
+        # FITKART_WRITE_PLAN, and (once prepared) the plan chosen and why: see sync/plan.py.
+        self.write_plan = write_plan
+        self._chosen_plan: str | None = None
+        self.write_plan_reason: str | None = None
         self._pid: int | None = None
         self._client = None
         self._prepared = False
@@ -129,6 +137,8 @@ class Store:
         if "sockettimeoutms" not in lowered:
             # A database that answers too slowly becomes a 503, not a pile of stuck requests.
             options["socketTimeoutMS"] = self.socket_timeout_ms
+        if self.command_listeners:
+            options["event_listeners"] = list(self.command_listeners)
         # Retryable writes stay on (pymongo's default): a failover mid-write is retried once.
         return pymongo.MongoClient(self.uri, **options)
 
@@ -148,6 +158,11 @@ class Store:
         """The form money is stored in: FITKART_DECIMAL_MODE, or what `auto` chose (still `auto` before first use)."""
         return self._chosen_mode or self.decimal_mode
 
+    @property
+    def chosen_write_plan(self) -> str:
+        """The write plan: FITKART_WRITE_PLAN, or what `auto` chose (still `auto` before first use)."""
+        return self._chosen_plan or self.write_plan
+
     def engine(self, allowance: Allowance | None = None) -> SyncEngine:
         """The sync engine over this database; it asks `allowance` before storing on a caller's behalf."""
         return self._engine(self.database(), allowance=allowance)  # first: preparing it resolves the decimal mode
@@ -162,7 +177,8 @@ class Store:
         # Where money cannot be stored as set, only writes that carry money are refused (503, not the client's fault).
         refusal = partial(DatabaseUnavailable, self.money_problem) if self.money_problem else None
         return SyncEngine(database, decimal_mode=self.chosen_decimal_mode, money_refusal=refusal,
-                          tombstone_days=self.tombstone_days, observer=self.observer, **options)
+                          tombstone_days=self.tombstone_days, observer=self.observer,
+                          write_plan=self._chosen_plan or GUARDED, **options)
 
     def for_jobs(self) -> "Store":
         """The store long CLI jobs (verify, repair, backfill) use: reads may wait minutes.
@@ -175,7 +191,7 @@ class Store:
             return self  # the embedded store's data lives in this very client
         return Store(self.uri, timeout_ms=self.timeout_ms, decimal_mode=self.decimal_mode,
                      tombstone_days=self.tombstone_days, socket_timeout_ms=JOB_SOCKET_TIMEOUT_MS,
-                     write_concern=self.write_concern)
+                     write_concern=self.write_concern, write_plan=self.write_plan)
 
     def prepare(self, database: Database) -> None:
         """Create indexes (idempotent) and check the database can store what is configured."""
@@ -188,6 +204,7 @@ class Store:
             database[entity.collection].create_index(f"{PROVENANCE_FIELD}.written_at", name="written_at")
         self._create_tombstone_ttl(database)
         self._concern = self._choose_write_concern(database)
+        self._choose_write_plan(database)
         self._choose_decimal_mode(database)
         self._prepared = True
 
@@ -216,6 +233,18 @@ class Store:
         # Only `auto` needs to know what the server is: asking costs a round trip.
         hello = database.client.admin.command("hello") if self.write_concern == "auto" else {}
         return write_concern_for(self.write_concern, hello)
+
+    def _choose_write_plan(self, database: Database) -> None:
+        """Resolve FITKART_WRITE_PLAN (`auto`: by what the server says it is, see sync/plan.py); log it once."""
+        if self.write_plan != "auto":
+            plan, reason = self.write_plan, f"FITKART_WRITE_PLAN={self.write_plan}"
+        elif self.embedded:
+            plan, reason = GUARDED, "FITKART_WRITE_PLAN=auto and the embedded store filters in memory"
+        else:
+            plan, why = plan_for(database.client.admin.command("buildInfo"))
+            reason = f"FITKART_WRITE_PLAN=auto and {why}"
+        log.info("Writes use the %s plan: %s.", plan, reason)
+        self._chosen_plan, self.write_plan_reason = plan, reason
 
     def _choose_decimal_mode(self, database: Database) -> None:
         """Resolve FITKART_DECIMAL_MODE (`auto`: decimal128 where the database stores it, else double); log it once."""
@@ -306,7 +335,8 @@ def init_app(app: Flask) -> None:
                   decimal_mode=app.config["FITKART_DECIMAL_MODE"],
                   tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"],
                   socket_timeout_ms=app.config["FITKART_DB_SOCKET_TIMEOUT_MS"],
-                  write_concern=app.config["FITKART_WRITE_CONCERN"])
+                  write_concern=app.config["FITKART_WRITE_CONCERN"],
+                  write_plan=app.config["FITKART_WRITE_PLAN"])
     if not store.embedded:  # the embedded store keeps nothing past the process anyway
         store.housekeeper = Housekeeper(
             tombstone_days=app.config["FITKART_TOMBSTONE_DAYS"], rejects_days=app.config["FITKART_REJECTS_DAYS"],

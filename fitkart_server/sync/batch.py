@@ -7,23 +7,21 @@ lose a race are redone one by one. Any other
 batch (deletes, or one record twice) is applied one operation at a time.
 """
 
-from typing import TYPE_CHECKING
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from ..bounds import UPDATES_PER_COMMAND
-from ..model.entities import BY_COLLECTION
+from ..model.entities import BY_COLLECTION, Entity
 from ..model.policy import Caller, Forbidden
 from . import deletes, upserts
-from .tombstones import key_tombstone, tombstone_ids
+from .mirror import Mirror
+from .plan import VERSION
+from .tombstones import Finder, key_tombstone, tombstone_ids
 from .upserts import PlannedWrite, UpsertOutcome
 from .write import OPERATIONS, RecordRejected, Write, field_errors
-
-if TYPE_CHECKING:
-    from .engine import SyncEngine
 
 
 def _one_of(choices) -> dict:
@@ -65,7 +63,7 @@ def malformed(operation, caller: Caller, source: str, route: str | None) -> Writ
     return Write(operation.get("op") if isinstance(operation, dict) else None, None, operation, caller, source, route)
 
 
-def apply(engine: "SyncEngine", operations: list, caller: Caller, source: str, route: str | None) -> list:
+def apply(engine: Mirror, operations: list, caller: Caller, source: str, route: str | None) -> list:
     """Each operation's result dict, or the exception that refused it (kept in sync_rejects), in order."""
     writes = _well_formed(operations, caller, source, route)
     if writes is None:
@@ -96,7 +94,7 @@ def _well_formed(operations: list, caller: Caller, source: str, route: str | Non
         return None
 
 
-def _apply_operation(engine: "SyncEngine", operation, caller: Caller, source: str, route: str | None):
+def _apply_operation(engine: Mirror, operation, caller: Caller, source: str, route: str | None):
     """One operation's result, or the exception that refused it (kept in sync_rejects)."""
     try:
         write = engine.operation_write(operation, caller=caller, source=source, route=route)
@@ -105,7 +103,7 @@ def _apply_operation(engine: "SyncEngine", operation, caller: Caller, source: st
     return apply_one(engine, write)
 
 
-def apply_one(engine: "SyncEngine", write: Write):
+def apply_one(engine: Mirror, write: Write):
     """One operation's result, or the exception that refused it (kept in sync_rejects)."""
     try:
         if write.kind == "delete":
@@ -133,7 +131,7 @@ def _distinct_upserts(writes: list[Write]) -> bool:
     return True
 
 
-def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answers: list,
+def _apply_bulk(engine: Mirror, items: list[tuple[int, Write, dict]], answers: list,
                 read_first: bool = False) -> None:
     """Decide the upserts of one table, then write them in bulk.
 
@@ -146,16 +144,15 @@ def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answ
     collection = engine.database[entity.collection]
     ids = [entity.key_of(values) for _, _, values in items]
     full_rows = not read_first and all(set(entity.required_on_create) <= values.keys() for _, _, values in items)
-    current = {} if full_rows else {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
-    wanted = [tid for _, _, values in items for tid in tombstone_ids(entity, None, values.get("id"))]
-    tombstones = engine.tombstones.find_many(wanted + [key_tombstone(entity, doc_id) for doc_id in ids])
+    current = {} if full_rows else engine.commands.find_each(collection, ids)
+    find_tombstone = _tombstone_finder(engine, entity, items, ids)
     writes: list[tuple[int, Write, PlannedWrite]] = []
     for (index, write, values), doc_id in zip(items, ids, strict=True):
-        if full_rows and engine.tombstones.binds(entity, values, tombstones.get, write.writer):
+        if full_rows and engine.tombstones.binds(entity, values, find_tombstone, write.writer):
             answers[index] = apply_one(engine, write)  # deleted, or stored and changed since: decided on a read
             continue
         try:
-            decision = upserts.decide(engine, write, values, current.get(doc_id), tombstones.get)
+            decision = upserts.decide(engine, write, values, current.get(doc_id), find_tombstone)
         except (RecordRejected, Forbidden) as refusal:
             answers[index] = engine.refused(write, refusal)
             continue
@@ -169,7 +166,23 @@ def _apply_bulk(engine: "SyncEngine", items: list[tuple[int, Write, dict]], answ
         _apply_bulk(engine, [(index, write, values_of[index]) for index, write in collided], answers, read_first=True)
 
 
-def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrite]], answers: list,
+def _tombstone_finder(engine: Mirror, entity: Entity, items: list[tuple[int, Write, dict]], ids: list[str]) -> Finder:
+    """How the batch looks tombstones up: all it may need in one read (guarded plan), or each once, when a rule
+    first asks for it (point plan: one read per tombstone either way, and most records that exist need none)."""
+    if engine.commands.point:
+        seen: dict[str, dict | None] = {}
+
+        def find_once(tombstone_id: str) -> dict | None:
+            if tombstone_id not in seen:
+                seen[tombstone_id] = engine.tombstones.find(tombstone_id)
+            return seen[tombstone_id]
+
+        return find_once
+    wanted = [tid for _, _, values in items for tid in tombstone_ids(entity, None, values.get("id"))]
+    return engine.tombstones.find_many(wanted + [key_tombstone(entity, doc_id) for doc_id in ids]).get
+
+
+def _write_bulk(engine: Mirror, writes: list[tuple[int, Write, PlannedWrite]], answers: list,
                 redo_collisions: bool) -> list[tuple[int, Write]]:
     """The planned writes in bulk, unordered; those that lost a race are redone alone.
 
@@ -178,16 +191,10 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
     """
     entity = writes[0][1].entity
     collection = engine.database[entity.collection]
-    failed, matched = _bulk_write(collection, [InsertOne(planned.insert) if planned.insert is not None
-                                               else UpdateOne(*planned.update) for _, _, planned in writes])
-    updates = [planned for position, (_, _, planned) in enumerate(writes)
-               if planned.update is not None and position not in failed]
-    lost: set[str] = set()
-    if matched < len(updates):
-        # Some guard no longer matched: another writer got in between. Which one is told by what is stored,
-        # not by the version number alone (a writer that read the same version writes that same number).
-        stored = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": [planned.doc_id for planned in updates]}})}
-        lost = {planned.doc_id for planned in updates if not _holds(stored.get(planned.doc_id), planned.update[1])}
+    planned_writes = [planned for _, _, planned in writes]
+    update = _update_each if engine.commands.point else _update_in_bulk
+    failed_updates, lost = update(engine, collection, planned_writes)
+    failed = {**_insert_all(collection, planned_writes), **failed_updates}
     collided: list[tuple[int, Write]] = []
     for position, (index, write, planned) in enumerate(writes):
         missed = planned.update is not None and planned.doc_id in lost
@@ -207,15 +214,57 @@ def _write_bulk(engine: "SyncEngine", writes: list[tuple[int, Write, PlannedWrit
     return collided
 
 
-def _bulk_write(collection: Collection, operations: list) -> tuple[dict[int, dict], int]:
-    """Write unordered, the inserts in one command and the updates in commands of UPDATES_PER_COMMAND at most.
+def _insert_all(collection: Collection, planned_writes: list[PlannedWrite]) -> dict[int, dict]:
+    """The planned inserts in one unordered command; their write errors by position."""
+    inserts = [(position, InsertOne(planned.insert)) for position, planned in enumerate(planned_writes)
+               if planned.insert is not None]
+    return _in_commands(collection, [inserts] if inserts else [])[0]
+
+
+def _update_in_bulk(engine: Mirror, collection: Collection,
+                    planned_writes: list[PlannedWrite]) -> tuple[dict[int, dict], set[str]]:
+    """The planned updates, each guarded by the version it read, in commands of UPDATES_PER_COMMAND at most.
+
+    Their write errors by position, and the ids of those that lost their race to another writer.
+    """
+    updates = [(position, UpdateOne({"_id": planned.doc_id, VERSION: planned.update[0]}, planned.update[1]))
+               for position, planned in enumerate(planned_writes) if planned.update is not None]
+    failed, matched = _in_commands(collection, [updates[start:start + UPDATES_PER_COMMAND]
+                                                for start in range(0, len(updates), UPDATES_PER_COMMAND)])
+    landed = [planned for position, planned in enumerate(planned_writes)
+              if planned.update is not None and position not in failed]
+    if matched == len(landed):
+        return failed, set()
+    # Some guard no longer matched: another writer got in between. Which one is told by what is stored,
+    # not by the version number alone (a writer that read the same version writes that same number).
+    stored = engine.commands.find_each(collection, [planned.doc_id for planned in landed])
+    return failed, {planned.doc_id for planned in landed if not _holds(stored.get(planned.doc_id), planned.update[1])}
+
+
+def _update_each(engine: Mirror, collection: Collection,
+                 planned_writes: list[PlannedWrite]) -> tuple[dict[int, dict], set[str]]:
+    """The planned updates one by one, each by _id (the point plan: see plan.py).
+
+    Their write errors by position, and the ids of those that lost their race to another writer.
+    """
+    failed: dict[int, dict] = {}
+    lost: set[str] = set()
+    for position, planned in enumerate(planned_writes):
+        if planned.update is None:
+            continue
+        try:
+            if not engine.commands.update_if_version(collection, planned.doc_id, *planned.update):
+                lost.add(planned.doc_id)
+        except OperationFailure as error:
+            failed[position] = {"code": error.code, "errmsg": (error.details or {}).get("errmsg", str(error))}
+    return failed, lost
+
+
+def _in_commands(collection: Collection, commands: list[list[tuple[int, object]]]) -> tuple[dict[int, dict], int]:
+    """Each list of (position, operation) as one unordered bulk write.
 
     The write errors by the operation's position, and how many updates matched their filter.
     """
-    inserts = [(position, op) for position, op in enumerate(operations) if isinstance(op, InsertOne)]
-    updates = [(position, op) for position, op in enumerate(operations) if not isinstance(op, InsertOne)]
-    commands = ([inserts] if inserts else []) + [updates[start:start + UPDATES_PER_COMMAND]
-                                                 for start in range(0, len(updates), UPDATES_PER_COMMAND)]
     failed: dict[int, dict] = {}
     matched = 0
     for command in commands:

@@ -1,26 +1,22 @@
 """Deletes: by key, by Supabase id, or every record of a user; each leaves tombstones behind."""
 
-from typing import TYPE_CHECKING
 
 from marshmallow import ValidationError
 
 from ..clock import utc_now
 from ..model.entities import Entity
+from .mirror import Mirror
 from .write import RecordRejected, Write, field_errors, missing
 
-if TYPE_CHECKING:
-    from .engine import SyncEngine
 
-
-def delete(engine: "SyncEngine", write: Write) -> int:
+def delete(engine: Mirror, write: Write) -> int:
     """Delete what the selector names, after the row rules allow it; how many records went."""
     entity = write.entity
     query, exact = delete_query(entity, write.payload)
     collection = engine.database[entity.collection]
     owner = getattr(entity.rules, "owner_field", None)
     fields = {"_id": 1, "id": 1, **{name: 1 for name in (*entity.key, owner) if name}}
-    # By the key's fields, not by _id: a document written by something else keeps its own _id.
-    found = list(collection.find(query, fields))
+    found = find_targets(engine, entity, query, fields)
     entity.rules.check_delete(write.caller, query, found, engine.database)  # Forbidden
     now = utc_now()
     if not found:
@@ -34,11 +30,25 @@ def delete(engine: "SyncEngine", write: Write) -> int:
         return 0
     # Tombstones first: if the delete then fails, a retry finds them and finishes it.
     engine.tombstones.remember(entity, [(entity.key_of(doc), doc.get("id")) for doc in found], now, overwrite=True)
-    ids = [doc["_id"] for doc in found]
-    deleted = collection.delete_many({"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}).deleted_count
+    deleted = engine.commands.delete_each(collection, [doc["_id"] for doc in found])
     if engine.observer is not None:
         engine.observer(entity.collection, "deleted", deleted)
     return deleted
+
+
+def find_targets(engine: Mirror, entity: Entity, query: dict, fields: dict) -> list[dict]:
+    """The stored records a delete's query names.
+
+    Guarded plan: by the query's fields (indexed; a document written by something else keeps its
+    own _id). Point plan: a query that holds the key is a read by _id, the key being the _id of
+    every record the engine writes; a user's records (clear_by) and a compound-key record named
+    by its Supabase id are found by their fields, a scan on FerretDB v1 (docs/operations.md).
+    """
+    collection = engine.database[entity.collection]
+    if engine.commands.point and all(name in query for name in entity.key):
+        document = collection.find_one({"_id": entity.key_of(query)}, fields)
+        return [document] if document is not None else []
+    return list(collection.find(query, fields))
 
 
 def delete_query(entity: Entity, selector) -> tuple[dict, bool]:

@@ -4,55 +4,25 @@ Plain Python over pymongo, with no Flask in it: the HTTP routes, the batch endpo
 spool's replay, webhooks and the CLI all call it. Rules (each has tests): validate, merge
 only the fields sent, refuse stale versions, remember deletes in tombstones, keep every
 refused write in `sync_rejects`, and make every request safe to replay. The rules live in
-sibling modules (upserts, deletes, tombstones, batch, reads); this class holds what they
-share and is the only way in: each public method records its refusals once, here.
+sibling modules (upserts, deletes, tombstones, batch, reads), which share `mirror.Mirror`;
+this class is that Mirror with the only ways in: each public method records its refusals once, here.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
-from decimal import Decimal
-
-from bson import Decimal128
-from pymongo.database import Database
 
 from ..bounds import ErrorBudget
-from ..model.documents import REJECTS, TOMBSTONES
 from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller, Forbidden
-from ..model.schemas import Money
 from . import batch, deletes, reads, upserts
-from .rejects import Allowance, RejectLog
-from .tombstones import Tombstones
-from .upserts import UpsertOutcome
-from .write import RecordRejected, Write
+from .mirror import Mirror, Observer, Refusal
+from .write import RecordRejected, UpsertOutcome, Write
 
-# Told (collection, result, count) for every record written or refused.
-Observer = Callable[[str, str, int], None]
-Refusal = RecordRejected | Forbidden
+__all__ = ["Observer", "Refusal", "SyncEngine"]
 
 
-class SyncEngine:
+class SyncEngine(Mirror):
     """Applies upserts and deletes to the mirror with the same rules for every table."""
-
-    def __init__(self, database: Database, *, decimal_mode: str = "decimal128",
-                 money_refusal: Callable[[], Exception] | None = None,
-                 tombstone_days: int = 30, observer: Observer | None = None,
-                 allowance: Allowance | None = None, spill: Callable[[dict], None] | None = None) -> None:
-        self.database = database
-        # Told of every record written or refused, e.g. to count them for /metrics.
-        self.observer = observer
-        self.decimal_mode = decimal_mode
-        # Makes the error that refuses a write carrying money where `decimal_mode` cannot be stored (decimal128
-        # on a database without it); None when it can. Only money is refused: other writes go through.
-        self.money_refusal = money_refusal
-        self.tombstones = Tombstones(database[TOMBSTONES], timedelta(days=tombstone_days))
-        # Asked before storing a reject or a client's tombstone: the caller's rate limit (None: no limit).
-        self.allowance = allowance
-        # `spill`: where rejects go instead of the database while it is away (the spool).
-        self.reject_log = RejectLog(database[REJECTS], observer=observer, allowance=allowance, spill=spill)
-        # Field errors a batch reports in all; None outside a batch (each refusal gets its own).
-        self.error_budget: ErrorBudget | None = None
 
     # -- the ways in ------------------------------------------------------------
 
@@ -106,11 +76,7 @@ class SyncEngine:
         """One page of the records the caller may read, in key order, and the next cursor."""
         return reads.list_records(self, entity, caller, user_id, limit, cursor)
 
-    def record_reject(self, **details) -> None:
-        """Keep a refused write in `sync_rejects` (see RejectLog.record), within this request's allowance."""
-        self.reject_log.record(**details)
-
-    # -- what the rules share ------------------------------------------------------
+    # -- refusals ---------------------------------------------------------------------
 
     @contextmanager
     def _refusals_kept(self, write: Write) -> Iterator[None]:
@@ -120,44 +86,3 @@ class SyncEngine:
         except (RecordRejected, Forbidden) as refusal:
             self.refused(write, refusal)
             raise
-
-    def refused(self, write: Write, refusal: Refusal) -> Refusal:
-        """Keep a refused write in sync_rejects (its field errors within the batch's budget); the refusal."""
-        if isinstance(refusal, Forbidden):
-            reason, errors, status = refusal.message, {}, 403
-        else:
-            if refusal.errors:  # within the batch's shared budget, or a budget of this refusal's own
-                refusal.errors = (self.error_budget or ErrorBudget()).take(refusal.errors)
-            reason, errors, status = refusal.message, refusal.errors, 422
-        self.record_reject(reason=reason, errors=errors, payload=write.payload, route=write.route,
-                           collection=write.collection, operation=write.kind, source=write.source,
-                           caller=write.caller, status=status)
-        return refusal
-
-    def noted(self, collection: str, outcome: UpsertOutcome) -> UpsertOutcome:
-        """Tell the observer what an upsert did; the outcome, unchanged."""
-        if self.observer is not None:
-            self.observer(collection, outcome.result, 1)
-        return outcome
-
-    def show(self, entity: Entity, document: dict) -> dict:
-        """A stored document as the JSON record clients see."""
-        return entity.schema.dump(document)
-
-    def to_storage(self, entity: Entity, values: dict) -> dict:
-        """Money in the chosen FITKART_DECIMAL_MODE; everything else as validated."""
-        stored = dict(values)
-        for name, field in entity.schema.fields.items():
-            if isinstance(field, Money) and isinstance(stored.get(name), Decimal):
-                stored[name] = self.store_money(stored[name])
-        return stored
-
-    def store_money(self, amount: Decimal):
-        """One amount as the chosen FITKART_DECIMAL_MODE stores it; refused where that form cannot be stored."""
-        if self.money_refusal is not None:
-            raise self.money_refusal()
-        if self.decimal_mode == "double":
-            return float(amount)
-        if self.decimal_mode == "string":
-            return str(amount)
-        return Decimal128(amount)

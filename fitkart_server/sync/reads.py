@@ -1,6 +1,5 @@
 """Reads: one record by its ref, or a page of the records a caller may read, in key order."""
 
-from typing import TYPE_CHECKING
 
 import bson
 from marshmallow import ValidationError
@@ -8,12 +7,10 @@ from marshmallow import ValidationError
 from ..bounds import MAX_ECHO_BYTES
 from ..model.entities import Entity
 from ..model.policy import Caller
-
-if TYPE_CHECKING:
-    from .engine import SyncEngine
+from .mirror import Mirror
 
 
-def find_record(engine: "SyncEngine", entity: Entity, ref: str, caller: Caller) -> dict | None:
+def find_record(engine: Mirror, entity: Entity, ref: str, caller: Caller) -> dict | None:
     """The stored record whose ref field (key, or id for compound keys) is `ref`."""
     try:
         ref = entity.schema.fields[entity.ref_field].deserialize(ref)
@@ -27,7 +24,7 @@ def find_record(engine: "SyncEngine", entity: Entity, ref: str, caller: Caller) 
     return engine.show(entity, document)
 
 
-def list_records(engine: "SyncEngine", entity: Entity, caller: Caller, user_id: str | None, limit: int,
+def list_records(engine: Mirror, entity: Entity, caller: Caller, user_id: str | None, limit: int,
                  cursor: str | None) -> tuple[list[dict], str | None]:
     """One page of the records the caller may read, in key order, and the next cursor."""
     conditions = [entity.rules.read_query(caller)]

@@ -8,6 +8,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..clock import as_utc, utc_now
 from ..model.entities import Entity
+from .plan import Commands
 
 # Clients a tombstone of a delete-of-nothing remembers; more would let one id hold unbounded data.
 MAX_TOMBSTONE_CLIENTS = 16
@@ -36,17 +37,18 @@ def tombstone_ids(entity: Entity, key: str | None, record_id: str | None) -> lis
 class Tombstones:
     """The `sync_tombstones` collection and the rules that read and write it."""
 
-    def __init__(self, collection: Collection, lifetime: timedelta) -> None:
+    def __init__(self, collection: Collection, lifetime: timedelta, commands: Commands | None = None) -> None:
         self.collection = collection
         self.lifetime = lifetime
+        self.commands = commands or Commands()
 
     def find(self, tombstone_id: str) -> dict | None:
         """One tombstone by its _id."""
         return self.collection.find_one({"_id": tombstone_id})
 
     def find_many(self, ids: list[str]) -> dict[str, dict]:
-        """Tombstones by _id, in one read."""
-        return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": ids}})}
+        """Tombstones by _id (one read, or one point read each: see plan.py)."""
+        return self.commands.find_each(self.collection, ids)
 
     def binds(self, entity: Entity, values: dict, find: Finder, writer: str | None) -> bool:
         """Whether a delete already removed this Supabase id, or this key after `values`' time.
@@ -95,7 +97,9 @@ class Tombstones:
 
     def _merge(self, tombstone_id: str, deleted_at: datetime, overwrite: bool, by: str | None) -> None:
         """Fold a new delete into the tombstone already there (see `remember`)."""
-        if overwrite:
+        if self.commands.point and not overwrite:
+            self._merge_on_read(tombstone_id, by)
+        elif overwrite:
             self.collection.update_one({"_id": tombstone_id},
                                        {"$set": {"deleted_at": deleted_at}, "$unset": {"by": ""}})
         elif by is None:  # Supabase confirms a delete some clients made: it now binds all
@@ -105,6 +109,16 @@ class Tombstones:
                 {"_id": tombstone_id, "by": {"$exists": True}, f"by.{MAX_TOMBSTONE_CLIENTS - 1}": {"$exists": False}},
                 {"$addToSet": {"by": by}})
 
+    def _merge_on_read(self, tombstone_id: str, by: str | None) -> None:
+        """`_merge` for a delete of nothing, decided on a read by _id and written by _id (the point plan)."""
+        found = self.collection.find_one({"_id": tombstone_id}, {"by": 1})
+        if found is None or "by" not in found:
+            return  # gone since, or it binds everyone already
+        if by is None:
+            self.collection.update_one({"_id": tombstone_id}, {"$unset": {"by": ""}})
+        elif by not in found["by"] and len(found["by"]) < MAX_TOMBSTONE_CLIENTS:
+            self.collection.update_one({"_id": tombstone_id}, {"$addToSet": {"by": by}})
+
     def forget(self, entity: Entity, values: dict) -> None:
         """Drop the tombstones of a record Supabase says exists, so it can be updated again."""
-        self.collection.delete_many({"_id": {"$in": tombstone_ids(entity, entity.key_of(values), values.get("id"))}})
+        self.commands.delete_each(self.collection, tombstone_ids(entity, entity.key_of(values), values.get("id")))

@@ -3,7 +3,6 @@
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from bson.errors import InvalidDocument
 from marshmallow import ValidationError
@@ -12,6 +11,8 @@ from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 from ..clock import as_utc
 from ..model.documents import PROVENANCE_FIELD
 from .guarded import guarded_upsert, new_document
+from .mirror import Mirror
+from .plan import stored_version
 from .tombstones import Finder
 from .write import (
     DUPLICATE,
@@ -25,9 +26,6 @@ from .write import (
     refuse_oversized,
 )
 
-if TYPE_CHECKING:
-    from .engine import SyncEngine
-
 log = logging.getLogger(__name__)
 # Optimistic writes retry when another writer got in between; this many is plenty.
 MAX_ATTEMPTS = 10
@@ -36,15 +34,15 @@ DUPLICATE_KEY = 11000
 
 @dataclass(frozen=True)
 class PlannedWrite:
-    """A write an upsert decided on: an insert, or a guarded update; and the record it leaves."""
+    """A write an upsert decided on: an insert, or an update of the version it read; and the record it leaves."""
 
     doc_id: str
     insert: dict | None
-    update: tuple[dict, dict] | None
+    update: tuple[int | None, dict] | None  # the stored version it read, and the update
     result: dict
 
 
-def upsert(engine: "SyncEngine", write: Write) -> UpsertOutcome:
+def upsert(engine: Mirror, write: Write) -> UpsertOutcome:
     """Create or merge one record, retrying the compare-and-set when another writer got in between."""
     entity = write.entity
     values = validated(engine, write)
@@ -67,7 +65,7 @@ def upsert(engine: "SyncEngine", write: Write) -> UpsertOutcome:
     raise RecordRejected("Too many concurrent writes to this record; try again.")
 
 
-def validated(engine: "SyncEngine", write: Write) -> dict:
+def validated(engine: Mirror, write: Write) -> dict:
     """The payload validated (422 naming each bad field), keyed, and in storage form."""
     entity = write.entity
     try:
@@ -84,7 +82,7 @@ def validated(engine: "SyncEngine", write: Write) -> dict:
     return engine.to_storage(entity, values)
 
 
-def decide(engine: "SyncEngine", write: Write, values: dict, current: dict | None,
+def decide(engine: Mirror, write: Write, values: dict, current: dict | None,
            find_tombstone: Finder) -> UpsertOutcome | PlannedWrite:
     """What an upsert does to the stored record: a final answer, or the write to make."""
     entity = write.entity
@@ -104,22 +102,21 @@ def decide(engine: "SyncEngine", write: Write, values: dict, current: dict | Non
     changes = {name: value for name, value in values.items() if name not in current or current[name] != value}
     if not changes:
         return UpsertOutcome("unchanged", engine.show(entity, current))
-    version = (current.get(PROVENANCE_FIELD) or {}).get("version")
-    # The version guard makes this a compare-and-set: no lock, a retry on a lost race.
-    guard = {"_id": current["_id"], f"{PROVENANCE_FIELD}.version": version}
+    version = stored_version(current)
+    # The version makes this a compare-and-set: no lock, a retry on a lost race.
     written = {**changes, PROVENANCE_FIELD: provenance(write.source, (version or 0) + 1)}
     result = {**current, **written}
     written[PROVENANCE_FIELD]["bytes"] = refuse_oversized(result)
-    return PlannedWrite(current["_id"], None, (guard, {"$set": written}), result)
+    return PlannedWrite(current["_id"], None, (version, {"$set": written}), result)
 
 
-def make(engine: "SyncEngine", write: Write, planned: PlannedWrite) -> UpsertOutcome | None:
+def make(engine: Mirror, write: Write, planned: PlannedWrite) -> UpsertOutcome | None:
     """Make one planned write; None when another writer got there first (retry)."""
     collection = engine.database[write.entity.collection]
     try:
         if planned.insert is not None:
             collection.insert_one(planned.insert)
-        elif collection.update_one(*planned.update).matched_count == 0:
+        elif not engine.commands.update_if_version(collection, planned.doc_id, *planned.update):
             return None
     except DuplicateKeyError:
         if collection.find_one({"_id": planned.doc_id}, {"_id": 1}) is not None:
@@ -131,7 +128,7 @@ def make(engine: "SyncEngine", write: Write, planned: PlannedWrite) -> UpsertOut
                          engine.show(write.entity, planned.result))
 
 
-def is_stale(engine: "SyncEngine", write: Write, current: dict, values: dict, find_tombstone: Finder) -> bool:
+def is_stale(engine: Mirror, write: Write, current: dict, values: dict, find_tombstone: Finder) -> bool:
     """Whether `values` is older than the stored record, or names a deleted Supabase id."""
     entity = write.entity
     if is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)):

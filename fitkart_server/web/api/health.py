@@ -35,5 +35,6 @@ def readyz():
 
 
 def money(store: Store) -> dict:
-    """How money is stored (`auto` until the database was first used) and why."""
-    return {"decimal_mode": store.chosen_decimal_mode, "decimal_mode_reason": store.decimal_mode_reason}
+    """How money is stored and which write plan writes use (each `auto` until the database was first used), and why."""
+    return {"decimal_mode": store.chosen_decimal_mode, "decimal_mode_reason": store.decimal_mode_reason,
+            "write_plan": store.chosen_write_plan, "write_plan_reason": store.write_plan_reason}
