@@ -95,3 +95,36 @@ class FilterWatch(monitoring.CommandListener):
     def clear(self) -> None:
         """Forget what was seen."""
         self.seen, self.stray = [], []
+
+
+class WriteCommands(monitoring.CommandListener):
+    """The write commands (insert, update, findAndModify, delete) sent to one collection by any thread while watching.
+
+    Register it before the clients to watch are made (pymongo's listeners apply to clients made afterwards).
+    """
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.watching = False
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if self.watching and name in ("insert", "update", "findAndModify", "delete") and \
+                event.command.get(name) == self.collection:
+            self.names.append(name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def during(self, work: Callable[[], object]) -> list[str]:
+        """The write commands sent while `work()` runs."""
+        self.names, self.watching = [], True
+        try:
+            work()
+        finally:
+            self.watching = False
+        return self.names

@@ -119,3 +119,17 @@ def test_round_trips_of_a_batch(watched, write_plan):
             ["find"] * 10 + ["findAndModify"] * 10,
             ["find"] * 10 + ["insert"] + ["find"] * 10,
         ]
+
+
+def test_a_batch_with_deletes_is_written_in_runs(watched, write_plan):
+    """A delete in a batch is applied alone, and the distinct upserts around it in bulk: one insert per run."""
+    first, second = [cart_item() for _ in range(5)], [cart_item() for _ in range(5)]
+    gone = cart_item()
+    count(watched, "post", "/api/sync/cart_items", gone)
+    operations = ([{"op": "upsert", "collection": "cart_items", "record": row} for row in first]
+                  + [{"op": "delete", "collection": "cart_items", "record": {"id": gone["id"]}}]
+                  + [{"op": "upsert", "collection": "cart_items", "record": row} for row in second])
+    sent = count(watched, "post", "/api/sync/batch", {"operations": operations})
+    tombstone_reads = ["find"] if write_plan == "guarded" else ["find"] * 5
+    # A run's tombstones, its insert; the delete's read, tombstone and delete; the next run.
+    assert sent == [*tombstone_reads, "insert", "find", "insert", "delete", *tombstone_reads, "insert"]

@@ -6,8 +6,10 @@ import time
 
 import pymongo
 import pytest
+from pymongo import monitoring
 
 from fitkart_server.model.policy import Caller
+from testbed.commands import WriteCommands
 from testbed.data.records import cart_item, new_id, order, profile
 from testbed.servers.gunicorn import GunicornServer, request
 from testbed.waiting import wait_until
@@ -15,6 +17,9 @@ from testbed.waiting import wait_until
 from .test_metrics import samples, value
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
 
+# The write commands sent to cart_items (registered before any app's client is made).
+CART_WRITES = WriteCommands("cart_items")
+monitoring.register(CART_WRITES)
 # Longest a write may take to be queued while the database is away: the first waits for server selection and
 # pymongo's one retry (2 x FITKART_DB_TIMEOUT_MS, 2 s), the rest queue behind it. The bound tells "answered at
 # the app's own timeouts" from "waits for the database" (pymongo's default server selection is 30 s); how fast
@@ -214,3 +219,30 @@ def test_an_entry_that_cannot_be_replayed_is_set_aside_not_blocking(spool_app, d
     assert wait_until(lambda: database.cart_items.count_documents({"id": later["id"]}) == 1)
     assert database.sync_rejects.count_documents({"status": 500}) == 1
     assert spool.is_empty()
+
+
+def test_a_backlog_of_one_callers_mixed_writes_is_replayed_in_runs(spool_app, database):
+    """One caller's queued creates through both cart routes, a partial update and deletes between them are
+    replayed in order, the distinct creates around each delete written together: one insert per run."""
+    spool = spool_app.extensions["fitkart_spool"]
+    shop = Caller("service_role")
+    doomed, kept = cart_item(), cart_item(quantity=1)
+    rows = [cart_item() for _ in range(12)]
+    queued = [("upsert", doomed, "/api/sync/cart"), ("upsert", kept, "/api/sync/cart_items")]
+    queued += [("upsert", row, "/api/sync/cart" if number % 2 else "/api/sync/cart_items")
+               for number, row in enumerate(rows[:6])]
+    queued += [("delete", {"id": doomed["id"]}, f"/api/sync/cart/{doomed['id']}"),
+               ("upsert", {"id": kept["id"], "quantity": 5}, "/api/sync/cart")]
+    queued += [("upsert", row, "/api/sync/cart") for row in rows[6:]]
+    queued += [("upsert", doomed, "/api/sync/cart")]  # a late replay of the deleted row's create: stale
+    for kind, body, route in queued:
+        spool.append(kind, "cart_items", body, shop, "client", route)
+    writes = CART_WRITES.during(spool_app.extensions["fitkart_replayer"].replay)
+    assert spool.is_empty()
+    assert database.cart_items.count_documents({}) == 13
+    assert database.cart_items.find_one({"_id": kept["id"]})["quantity"] == 5
+    assert database.cart_items.count_documents({"_id": doomed["id"]}) == 0
+    # The eight creates; the delete alone; the six creates after it with the partial update (a run of distinct
+    # records: inserted, then changed); the stale create writes nothing.
+    point = spool_app.extensions["fitkart_store"].chosen_write_plan == "point"
+    assert writes == ["insert", "delete", "insert", "findAndModify" if point else "update"]

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from pymongo import monitoring
 
+from testbed.commands import WriteCommands
 from testbed.data.supabase_rows import generate_rows, seed_shop
 from testbed.servers.postgrest import PostgrestServer
 
@@ -418,3 +419,33 @@ def test_verify_finds_drift_spread_over_many_pages_in_key_order(runner, supabase
     assert report["drift"] == sum(len(kinds) for table in planted.values() for kinds in table.values())
     assert fitkart(runner, "repair", "--database-url", supabase_db).exit_code == 0
     assert fitkart(runner, "verify", "--database-url", supabase_db).exit_code == 0
+
+
+# The write commands sent to cart_items (registered before any app's client is made, as FINDS is).
+CART_WRITES = WriteCommands("cart_items")
+monitoring.register(CART_WRITES)
+
+
+def test_repair_writes_its_missing_records_a_page_at_a_time(runner, supabase_db, mongo):
+    """Forty missing cart rows are repaired with one insert, not one write each; verify then says 0."""
+    generate_rows(supabase_db, products=3, carts=40, wishlists=0, profiles=0)
+    assert fitkart(runner, "verify", "--database-url", supabase_db).exit_code == 1
+    answers = []
+    writes = CART_WRITES.during(lambda: answers.append(fitkart(runner, "repair", "--database-url", supabase_db)))
+    assert answers[0].exit_code == 0 and "repaired 43 record(s)" in answers[0].output
+    assert writes == ["insert"]
+    assert fitkart(runner, "verify", "--database-url", supabase_db).exit_code == 0
+
+
+def test_a_row_the_mirror_refuses_does_not_stop_repair(runner, supabase_db, mongo):
+    """A Supabase row over the mirror's limits is refused and kept in sync_rejects; the rows around it are repaired."""
+    generate_rows(supabase_db, products=5, carts=0, wishlists=0, profiles=0)
+    with psycopg.connect(supabase_db) as connection:  # text allows it; the mirror keeps 10,000 characters at most
+        connection.execute("UPDATE public.products SET description = repeat('x', 20000) WHERE name = 'Product 3'")
+    repaired = fitkart(runner, "repair", "--database-url", supabase_db)
+    assert repaired.exit_code == 0, repaired.output
+    assert "repaired 4 record(s); 1 refused by the mirror's rules (kept in sync_rejects)" in repaired.output
+    assert mongo.products.count_documents({}) == 4 and mongo.products.count_documents({"name": "Product 3"}) == 0
+    assert mongo.sync_rejects.count_documents({"collection": "products", "source": "reconcile"}) == 1
+    assert mongo.sync_runs.find_one({"kind": "repair"})["tables"]["products"] == {
+        "upserted": 4, "deleted": 0, "refused": 1}

@@ -173,24 +173,25 @@ def repair_command(database_url, supabase_url, service_role_key, tables, dry_run
     """
     engine = database_or_exit()
     started = utc_now()
-    done: dict[str, dict[str, int]] = {}
+    pages = repair.RepairPages(engine)
 
     def act(entity: Entity, drift: compare.Drift) -> None:
         if dry_run:
             verb = "delete" if drift.kind == "extra" else "upsert"
             click.echo(f"would {verb} {entity.collection} {_key_text(drift.key)} ({drift.kind})")
             return
-        outcome = repair.repair_drift(engine, entity, drift)
-        counts = done.setdefault(entity.collection, {"upserted": 0, "deleted": 0})
-        counts[outcome] += 1
+        pages.add(entity, drift)
 
     with errors_exit(), opened_source(database_url, supabase_url, service_role_key) as source:
         reports = compare_all(engine, source, chosen(tables), act)
         if not dry_run:
-            repair.record_run(engine.database, "repair", source, started, done, "repaired")
+            pages.flush()
+            repair.record_run(engine.database, "repair", source, started, pages.done, "repaired")
     total = sum(report.drift for report in reports.values())
     click.echo(summary_table(reports))
-    click.echo(f"{'would repair' if dry_run else 'repaired'} {total} record(s)")
+    refused = sum(counts["refused"] for counts in pages.done.values())
+    click.echo(f"{'would repair' if dry_run else 'repaired'} {total - refused} record(s)" +
+               (f"; {refused} refused by the mirror's rules (kept in sync_rejects)" if refused else ""))
 
 
 @click.command("backfill")

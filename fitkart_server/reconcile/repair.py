@@ -11,8 +11,11 @@ from ..clock import utc_now
 from ..model.documents import CHECKPOINTS, RUNS
 from ..model.entities import Entity
 from ..sync.engine import SyncEngine
+from ..sync.write import Write
 from .compare import Drift, key_reader, shown
 from .sources import PAGE_SIZE, Source
+
+ROUTE = "flask fitkart repair"
 
 
 def as_payload(row: dict) -> dict:
@@ -27,14 +30,38 @@ def as_payload(row: dict) -> dict:
     return converted
 
 
-def repair_drift(engine: SyncEngine, entity: Entity, drift: Drift) -> str:
-    """Make one drifting record equal to Supabase through the engine; what was done."""
-    if drift.kind == "extra":
-        engine.delete_records(entity, drift.key, source="reconcile", route="flask fitkart repair")
-        return "deleted"
-    engine.upsert_record(entity, as_payload(drift.supabase), source="reconcile", route="flask fitkart repair",
-                         authoritative=True)
-    return "upserted"
+class RepairPages:
+    """Makes drifting records equal to Supabase through the engine, a page of drifts at a time.
+
+    Within a page the extra records go first (a row whose key moved in Supabase keeps its id: the
+    record under its old key must make room), then the missing and differing ones as one run of
+    authoritative upserts, decided and written in bulk. What the engine refuses is kept in
+    sync_rejects and counted, and the rest of the page is still made.
+    """
+
+    def __init__(self, engine: SyncEngine, page_size: int = PAGE_SIZE) -> None:
+        self.engine = engine
+        self.page_size = page_size
+        self.pending: list[tuple[Entity, Drift]] = []
+        self.done: dict[str, dict[str, int]] = {}
+
+    def add(self, entity: Entity, drift: Drift) -> None:
+        """Repair this drift, with the page it falls in."""
+        self.pending.append((entity, drift))
+        if len(self.pending) >= self.page_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Repair what is pending."""
+        page = sorted(self.pending, key=lambda pending: pending[1].kind != "extra")
+        self.pending = []
+        writes = [Write("delete", entity, drift.key, source="reconcile", route=ROUTE) if drift.kind == "extra"
+                  else Write("upsert", entity, as_payload(drift.supabase), source="reconcile", route=ROUTE,
+                             authoritative=True) for entity, drift in page]
+        for (entity, drift), result in zip(page, self.engine.apply_writes(writes), strict=True):
+            counts = self.done.setdefault(entity.collection, {"upserted": 0, "deleted": 0, "refused": 0})
+            outcome = "refused" if isinstance(result, Exception) else "deleted" if drift.kind == "extra" else "upserted"
+            counts[outcome] += 1
 
 
 def backfill_table(engine: SyncEngine, entity: Entity, source: Source, *, page_size: int = PAGE_SIZE,

@@ -4,7 +4,6 @@ A background thread in each process replays the spool through the same engine as
 original caller, one process at a time (see spool.py), at start-up too.
 """
 
-import contextlib
 import logging
 import os
 import threading
@@ -14,9 +13,8 @@ from flask import Flask, current_app
 from pymongo.errors import ConnectionFailure
 
 from ..model.entities import BY_COLLECTION
-from ..model.policy import Forbidden
 from ..sync.engine import SyncEngine
-from ..sync.write import RecordRejected
+from ..sync.write import Write
 from .spool import FILE, Entry, Spool
 from .store import DatabaseUnavailable, DatabaseUnreachable, Store
 
@@ -93,16 +91,22 @@ class Replayer:
 
 
 def runs(entries: list[Entry]) -> list[list[Entry]]:
-    """Consecutive upserts of one caller, source and route go together (applied as one batch); the rest alone."""
+    """Consecutive writes (upserts and deletes of known tables) of one caller and source go together, applied as
+    one batch (in order, distinct upserts in bulk); anything else alone, so a fault in it holds up nothing else."""
     grouped: list[list[Entry]] = []
     for entry in entries:
         last = grouped[-1][-1] if grouped else None
-        if last is not None and entry.kind == last.kind == "upsert" and \
-                (entry.caller, entry.source, entry.route) == (last.caller, last.source, last.route):
+        if last is not None and _joins(last) and _joins(entry) and \
+                (entry.caller, entry.source) == (last.caller, last.source):
             grouped[-1].append(entry)
         else:
             grouped.append([entry])
     return grouped
+
+
+def _joins(entry: Entry) -> bool:
+    """Whether an entry may be applied in a run with others: a write to a table the engine knows."""
+    return entry.kind in ("upsert", "delete") and entry.collection in BY_COLLECTION
 
 
 def set_aside(engine: SyncEngine, run: list[Entry], error: Exception) -> None:
@@ -115,24 +119,17 @@ def set_aside(engine: SyncEngine, run: list[Entry], error: Exception) -> None:
 
 
 def apply_run(engine: SyncEngine, run: list[Entry]) -> None:
-    """Apply queued entries in order through the engine, as their original caller and source.
-
-    A refusal at replay (say, another user's row) is kept in sync_rejects like any refusal.
-    """
+    """Apply queued entries in order through the engine, as their original caller and source."""
     first = run[0]
     if first.kind == "reject":
         document = dict(first.body)
         document["at"] = datetime.fromisoformat(document["at"])
         engine.reject_log.insert(document)
         return
-    if first.kind == "delete":
-        with contextlib.suppress(RecordRejected, Forbidden):
-            engine.delete_records(BY_COLLECTION[first.collection], first.body, caller=first.caller,
-                                  source=first.source, route=first.route)
-        return
-    # The batch path: one read and one bulk write for many distinct records, the same rules.
-    engine.apply_batch([{"op": "upsert", "collection": entry.collection, "record": entry.body} for entry in run],
-                       caller=first.caller, source=first.source, route=first.route)
+    # The batch path: in order, each run of distinct upserts with one read and one bulk write, the same rules;
+    # a refusal at replay is kept in sync_rejects like any refusal.
+    engine.apply_writes([Write(entry.kind, BY_COLLECTION[entry.collection], entry.body, entry.caller, entry.source,
+                               entry.route) for entry in run])
 
 
 def get_spool() -> Spool:

@@ -1,10 +1,10 @@
-"""Batches: operations applied in order, each succeeding or failing on its own; distinct upserts in bulk.
+"""Batches: writes applied in order, each succeeding or failing on its own; runs of distinct upserts in bulk.
 
-A batch of upserts of distinct records (the usual outbox flush or ingest) is decided from
-one read per table (tombstones, and the records unless all are full rows, which are inserted
-first) and written with one unordered bulk_write per table; the few writes that collide or
-lose a race are redone one by one. Any other
-batch (deletes, or one record twice) is applied one operation at a time.
+A run of upserts of distinct records (the usual outbox flush, an ingest, a repair's page, a
+transaction from the WAL) is decided from one read per table (tombstones, and the records
+unless all are full rows, which are inserted first) and written with one unordered bulk_write
+per table; the few writes that collide or lose a race are redone one by one. A delete, or a
+record met again, is applied alone and starts the next run.
 """
 
 
@@ -70,20 +70,55 @@ def apply(engine: Mirror, operations: list, caller: Caller, source: str, route: 
         # In order, each operation read as it is reached: refusals are kept (and the caller's allowance
         # spent) in the order the operations came.
         return [_apply_operation(engine, operation, caller, source, route) for operation in operations]
-    if not _distinct_upserts(writes):  # deletes, or one record twice: one at a time, in order
-        return [apply_one(engine, write) for write in writes]
-    answers: list = [None] * len(operations)
-    by_table: dict[str, list[tuple[int, Write, dict]]] = {}
+    return apply_writes(engine, writes)
+
+
+def apply_writes(engine: Mirror, writes: list[Write]) -> list:
+    """Each write's result dict, or the exception that refused it (kept in sync_rejects), in order.
+
+    Consecutive upserts of distinct records are decided and written together; a delete, or a record
+    met again, is applied alone and starts the next run, so every write sees those before it.
+    """
+    answers: list = [None] * len(writes)
+    for run in _runs(writes):
+        if len(run) == 1 or writes[run[0]].kind != "upsert":
+            for index in run:
+                answers[index] = apply_one(engine, writes[index])
+        else:
+            _apply_upserts(engine, [(index, writes[index]) for index in run], answers)
+    return answers
+
+
+def _runs(writes: list[Write]) -> list[list[int]]:
+    """The writes' positions cut into runs: upserts of distinct records together, every other write alone."""
+    runs: list[list[int]] = []
+    seen: set[tuple] = set()
     for index, write in enumerate(writes):
+        if write.kind != "upsert":
+            runs.append([index])
+            continue
+        identity = (write.collection, *(str(write.payload.get(name)).lower() for name in write.entity.key))
+        if runs and writes[runs[-1][0]].kind == "upsert" and identity not in seen:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+            seen = set()
+        seen.add(identity)
+    return runs
+
+
+def _apply_upserts(engine: Mirror, items: list[tuple[int, Write]], answers: list) -> None:
+    """Upserts of distinct records: validated, then decided and written in bulk, table by table."""
+    by_table: dict[str, list[tuple[int, Write, dict]]] = {}
+    for index, write in items:
         try:
             values = upserts.validated(engine, write)
         except RecordRejected as refusal:
             answers[index] = engine.refused(write, refusal)
             continue
         by_table.setdefault(write.collection, []).append((index, write, values))
-    for items in by_table.values():
-        _apply_bulk(engine, items, answers)
-    return answers
+    for table_items in by_table.values():
+        _apply_bulk(engine, table_items, answers)
 
 
 def _well_formed(operations: list, caller: Caller, source: str, route: str | None) -> list[Write] | None:
@@ -118,19 +153,6 @@ def answer(outcome: UpsertOutcome) -> dict:
     return {"result": outcome.result, "record": outcome.record}
 
 
-def _distinct_upserts(writes: list[Write]) -> bool:
-    """Whether a batch is only upserts of distinct records (the bulk path's case)."""
-    seen = set()
-    for write in writes:
-        if write.kind != "upsert":
-            return False
-        identity = (write.collection, *(str(write.payload.get(name)).lower() for name in write.entity.key))
-        if identity in seen:
-            return False
-        seen.add(identity)
-    return True
-
-
 def _apply_bulk(engine: Mirror, items: list[tuple[int, Write, dict]], answers: list,
                 read_first: bool = False) -> None:
     """Decide the upserts of one table, then write them in bulk.
@@ -148,7 +170,8 @@ def _apply_bulk(engine: Mirror, items: list[tuple[int, Write, dict]], answers: l
     find_tombstone = _tombstone_finder(engine, entity, items, ids)
     writes: list[tuple[int, Write, PlannedWrite]] = []
     for (index, write, values), doc_id in zip(items, ids, strict=True):
-        if full_rows and engine.tombstones.binds(entity, values, find_tombstone, write.writer):
+        if full_rows and not write.authoritative and engine.tombstones.binds(entity, values, find_tombstone,
+                                                                             write.writer):
             answers[index] = apply_one(engine, write)  # deleted, or stored and changed since: decided on a read
             continue
         try:
@@ -192,10 +215,12 @@ def _write_bulk(engine: Mirror, writes: list[tuple[int, Write, PlannedWrite]], a
     entity = writes[0][1].entity
     collection = engine.database[entity.collection]
     planned_writes = [planned for _, _, planned in writes]
+    failed = _insert_all(collection, planned_writes)
     update = _update_each if engine.commands.point else _update_in_bulk
     failed_updates, lost = update(engine, collection, planned_writes)
-    failed = {**_insert_all(collection, planned_writes), **failed_updates}
+    failed.update(failed_updates)
     collided: list[tuple[int, Write]] = []
+    written_by_supabase: list[dict] = []
     for position, (index, write, planned) in enumerate(writes):
         missed = planned.update is not None and planned.doc_id in lost
         refused = failed.get(position)
@@ -211,6 +236,10 @@ def _write_bulk(engine: Mirror, writes: list[tuple[int, Write, PlannedWrite]], a
             outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
                                     engine.show(entity, planned.result))
             answers[index] = answer(engine.noted(entity.collection, outcome))
+            if write.authoritative:
+                written_by_supabase.append(planned.result)
+    # Supabase says these records exist: their tombstones go, as after an authoritative upsert alone.
+    engine.tombstones.forget_each(entity, written_by_supabase)
     return collided
 
 

@@ -52,6 +52,14 @@ class SyncEngine(Mirror):
         finally:
             self.error_budget = None
 
+    def apply_writes(self, writes: list[Write]) -> list:
+        """Apply writes in order, runs of upserts of distinct records in bulk (repair, the WAL, the spool).
+
+        Each item of the answer is a result dict or the refusal exception (kept in sync_rejects, each
+        with its own field errors).
+        """
+        return batch.apply_writes(self, writes)
+
     def operation_write(self, operation, *, caller: Caller, source: str, route: str | None) -> Write:
         """A batch operation as the write it asks for; refused (and kept) when it is not a well-formed one."""
         with self._refusals_kept(batch.malformed(operation, caller, source, route)):

@@ -121,4 +121,9 @@ class Tombstones:
 
     def forget(self, entity: Entity, values: dict) -> None:
         """Drop the tombstones of a record Supabase says exists, so it can be updated again."""
-        self.commands.delete_each(self.collection, tombstone_ids(entity, entity.key_of(values), values.get("id")))
+        self.forget_each(entity, [values])
+
+    def forget_each(self, entity: Entity, records: list[dict]) -> None:
+        """Drop the tombstones of records Supabase says exist (one delete, or one per tombstone: see plan.py)."""
+        self.commands.delete_each(self.collection, [tombstone_id for values in records for tombstone_id in
+                                                    tombstone_ids(entity, entity.key_of(values), values.get("id"))])
