@@ -9,7 +9,10 @@ not what is measured). At each size, per write plan, it starts gunicorn with its
 FITKART_WRITE_PLAN, and sends one request at a time: a new row, a full row of a stored record, a partial
 `{id, quantity}` and a delete, each `--requests` times on rows no earlier request touched (a kind stops
 early after `--kind-seconds`), then batches of 500 partial updates. Prints the median and p99 of each,
-and the ratio of the largest size's median to the smallest's; only 200 answers count.
+and the ratio of the largest size's median to the smallest's; only 200 answers count. First, the other
+writers (bench/writers.py): the WAL follower on one transaction of `--follower-rows` rows and on
+`--follower-transactions` one-row transactions, repair of `--repair-rows` missing rows, and the spool's
+replay of `--spool-entries` mixed entries, each in rows per second.
 """
 
 import argparse
@@ -26,12 +29,12 @@ import bson
 import pymongo
 from pymongo.database import Database
 
-from bench import report
+from bench import report, writers
 from bench.load import percentile
 from bench.mix import cart_row, new_id, stored_fields
 from testbed.servers.gunicorn import GunicornServer, request
 from testbed.servers.mongo import MongoServer
-from testbed.servers.postgres import PostgresServer
+from testbed.servers.postgres import PostgresServer, ensure_wal2json, postgres_bindir
 
 KINDS = ("new row", "full row of a stored record", "partial {id, quantity}", "delete")
 BATCH = "batch of 500 partial updates"
@@ -151,16 +154,20 @@ def measure(server: GunicornServer, rows: Rows, requests: int, kind_seconds: flo
     return results
 
 
-def run(args: argparse.Namespace) -> tuple[str, dict[int, dict[str, dict[str, Timings]]]]:
-    """Grow the collection through each size and measure every plan there; the backend and the figures."""
+def run(args: argparse.Namespace) -> tuple[str, dict[int, dict[str, dict[str, Timings]]], list[writers.Throughput]]:
+    """Grow the collection through each size and measure every plan there, then the other writers; the backend
+    and the figures."""
     backend_postgres = PostgresServer().start() if args.ferretdb_backend == "postgresql" else None
     server = MongoServer(backend_postgres.create_database("ferretdb", fitkart_tables=False)
                          if backend_postgres else None).start()
     backend = "mongod" if server.kind == "mongod" else f"FerretDB v1.24.2, {args.ferretdb_backend} backend"
     figures: dict[int, dict[str, dict[str, Timings]]] = {}
+    others: list[writers.Throughput] = []
     rows = Rows()
     client = pymongo.MongoClient(server.base_uri, tz_aware=True)
     try:
+        if not args.skip_writers:
+            others = measure_writers(args, server.base_uri)
         for size in args.sizes:
             grown = rows.grow(client[DATABASE], size)
             print(f"\n{size:,} cart rows (grown in {grown:.1f} s)", flush=True)
@@ -180,7 +187,31 @@ def run(args: argparse.Namespace) -> tuple[str, dict[int, dict[str, dict[str, Ti
         server.remove()
         if backend_postgres:
             backend_postgres.stop()
-    return backend, figures
+    return backend, figures, others
+
+
+def measure_writers(args: argparse.Namespace, mongo_uri: str) -> list[writers.Throughput]:
+    """The WAL follower, repair and the spool's replay, each on a database of its own; printed as they end."""
+    ensure_wal2json(postgres_bindir())
+    postgres = PostgresServer({"wal_level": "logical", "synchronous_commit": "on"}).start()
+    measured = []
+    try:
+        for measure_one in (lambda: writers.follower_on_one_transaction(postgres, mongo_uri, args.follower_rows),
+                            lambda: writers.follower_on_small_transactions(postgres, mongo_uri,
+                                                                          args.follower_transactions),
+                            lambda: writers.repair_of_missing_rows(postgres, mongo_uri, args.repair_rows),
+                            lambda: writers.spool_drain(mongo_uri, args.spool_entries)):
+            measured.append(measure_one())
+            print("  " + "  ".join(measured[-1].row()), flush=True)
+    finally:
+        postgres.stop()
+    return measured
+
+
+def writers_table(measured: list[writers.Throughput]) -> report.Table:
+    """Rows per second of each writer beside the API, and a process's peak memory."""
+    return report.Table("The other writers", ["writer", "rows", "seconds", "rows/s", "peak RSS (MB)"],
+                        [throughput.row() for throughput in measured])
 
 
 def scale_table(figures: dict[int, dict[str, dict[str, Timings]]], plans: list[str]) -> report.Table:
@@ -207,6 +238,12 @@ def parse_args() -> argparse.Namespace:
                         help="a kind stops early after this long (the guarded plan on FerretDB at size)")
     parser.add_argument("--batches", type=int, default=3, help="batches of 500 partial updates per size and plan")
     parser.add_argument("--plans", default="guarded,point", type=lambda text: text.split(","))
+    parser.add_argument("--follower-rows", type=int, default=200_000, help="rows of the follower's one transaction")
+    parser.add_argument("--follower-transactions", type=int, default=10_000,
+                        help="one-row transactions the follower applies")
+    parser.add_argument("--repair-rows", type=int, default=10_000, help="missing rows repair writes")
+    parser.add_argument("--spool-entries", type=int, default=5_000, help="mixed entries the spool replays")
+    parser.add_argument("--skip-writers", action="store_true", help="only the requests, not the other writers")
     parser.add_argument("--ferretdb-backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--write-markdown", action="store_true", help="write the table into BENCHMARKS.md")
     parser.add_argument("--markdown-file", type=Path, default=Path(__file__).resolve().parent.parent / "BENCHMARKS.md")
@@ -216,16 +253,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     started = time.monotonic()
-    backend, figures = run(args)
+    backend, figures, others = run(args)
     table = scale_table(figures, args.plans)
     print()
     print(report.as_text(table))
+    if others:
+        print()
+        print(report.as_text(writers_table(others)))
     print(f"\n{backend}; {time.monotonic() - started:.0f} s in all")
     if args.write_markdown:
         content = "\n".join([f"#### {backend}", "", f"`python -m bench.scale --sizes "
                              f"{','.join(str(size) for size in args.sizes)} --requests {args.requests}` "
                              f"({time.strftime('%Y-%m-%d')}; only 200 answers counted, each request on a row "
-                             f"no earlier request touched)", "", report.as_markdown(table)])
+                             f"no earlier request touched)", "", report.as_markdown(table),
+                             *(["", report.as_markdown(writers_table(others))] if others else [])])
         report.write_section(args.markdown_file, backend.split(",")[0].split()[0].lower() + "-" +
                              args.ferretdb_backend, content, bench="bench.scale")
         print(f"written into {args.markdown_file}")

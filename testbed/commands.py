@@ -55,18 +55,27 @@ def is_point_filter(query: dict) -> bool:
     return list(query) == ["_id"] and not isinstance(query["_id"], dict | list)
 
 
+def in_count(query: dict) -> int:
+    """How many `_id`s a filter of exactly `{_id: {$in: [...]}}` names; 0 for any other filter."""
+    value = query.get("_id") if list(query) == ["_id"] else None
+    return len(value["$in"]) if isinstance(value, dict) and list(value) == ["$in"] else 0
+
+
 class FilterWatch(monitoring.CommandListener):
     """Every command a watched client sends to `collections` while `watching()` says so, with its filters.
 
     `stray` lists those that are neither an insert nor a filter of exactly `{_id: scalar}`, except
-    the scans a caller names as (command, collection, filter fields), e.g. a cart cleared by user_id.
+    the scans a caller names as (command, collection, filter fields), e.g. a cart cleared by user_id,
+    and a filter of exactly `{_id: {$in: ids}}` naming more than `one_by_one_at_most` ids.
     """
 
     def __init__(self, collections: set[str], watching: Callable[[], bool],
-                 scans_named: frozenset[tuple[str, str, tuple]] = frozenset()) -> None:
+                 scans_named: frozenset[tuple[str, str, tuple]] = frozenset(),
+                 one_by_one_at_most: int | None = None) -> None:
         self.collections = collections
         self.watching = watching
         self.scans_named = scans_named
+        self.one_by_one_at_most = one_by_one_at_most
         self.seen: list[tuple[str, str, list]] = []
         self.stray: list[tuple[str, str, object]] = []
 
@@ -83,7 +92,9 @@ class FilterWatch(monitoring.CommandListener):
         filters = FILTERS_OF[name](event.command)
         self.seen.append((name, collection, filters))
         for query in filters:
-            if not is_point_filter(query) and (name, collection, tuple(sorted(query))) not in self.scans_named:
+            many = self.one_by_one_at_most is not None and in_count(query) > self.one_by_one_at_most
+            if not is_point_filter(query) and not many and \
+                    (name, collection, tuple(sorted(query))) not in self.scans_named:
                 self.stray.append((name, collection, query))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:

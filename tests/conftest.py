@@ -12,6 +12,7 @@ from fitkart_server import create_app
 from fitkart_server.model.documents import TOMBSTONES
 from fitkart_server.model.entities import BY_COLLECTION
 from fitkart_server.storage.store import Store
+from fitkart_server.sync.plan import POINT_AT_MOST
 from testbed.commands import FilterWatch
 from testbed.servers import gunicorn
 from testbed.servers.mongo import MongoServer, ServerKind
@@ -24,13 +25,14 @@ def point_plan_write() -> bool:
 
 
 # The point plan's scans, named in docs/operations.md: a user's records found to be cleared by user_id, and a
-# record of a table keyed by something else named by its Supabase id alone.
+# record of a table keyed by something else named by its Supabase id alone (and, in FilterWatch, a read or
+# delete of more than POINT_AT_MOST documents at once with one `$in`).
 POINT_PLAN_SCANS = frozenset({
     ("find", "cart_items", ("user_id",)), ("find", "wishlist_items", ("user_id",)),
     *(("find", table, ("id",)) for table in ("profiles", "wishlist_items", "user_roles")),
 })
 # Every command the apps of the tests send to the mirror's tables and tombstones while writing.
-WRITE_PATH = FilterWatch({*BY_COLLECTION, TOMBSTONES}, point_plan_write, POINT_PLAN_SCANS)
+WRITE_PATH = FilterWatch({*BY_COLLECTION, TOMBSTONES}, point_plan_write, POINT_PLAN_SCANS, POINT_AT_MOST)
 Store.command_listeners = (WRITE_PATH,)
 
 

@@ -11,17 +11,21 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from pymongo import monitoring
 
 from fitkart_server.model.documents import FOLLOW
+from fitkart_server.reconcile import follow as follow_module
 from fitkart_server.reconcile.follow import Follower, apply_transaction
 from fitkart_server.reconcile.follow_commands import TABLES
 from fitkart_server.reconcile.wal import WalSlot
+from testbed.commands import WriteCommands
 from testbed.data.shop_workload import ShopWorkload
+from testbed.data.supabase_rows import generate_rows
 from testbed.servers.follower import start_follower
 from testbed.waiting import wait_until
 
@@ -99,10 +103,10 @@ def test_the_first_run_copies_the_tables_and_the_stream_joins_without_a_gap(runn
 
 
 @contextmanager
-def written_after_the_slot(app, runner, url: str, seed: int, transactions: int) -> Iterator:
-    """A first run makes the slot, then a workload commits; yields the engine and the slot, nothing consumed."""
+def written_after_the_slot(app, runner, url: str, commit: Callable[[str], object]) -> Iterator:
+    """A first run makes the slot, then `commit(url)` writes; yields the engine and the slot, nothing consumed."""
     assert follow(runner, url).exit_code == 0
-    run_workload(url, seed, transactions)
+    commit(url)
     with app.app_context():
         slot = WalSlot(url, TABLES)
         try:
@@ -113,7 +117,8 @@ def written_after_the_slot(app, runner, url: str, seed: int, transactions: int) 
 
 def test_applying_the_same_transactions_again_changes_nothing(app, supabase_wal_db, mongo, runner):
     """At least once is harmless: replaying transactions the mirror already holds leaves it exact."""
-    with written_after_the_slot(app, runner, supabase_wal_db, seed=2, transactions=80) as (engine, slot):
+    with written_after_the_slot(app, runner, supabase_wal_db,
+                                lambda url: run_workload(url, seed=2, transactions=80)) as (engine, slot):
         transactions = slot.peek(100_000)  # read, not consumed
         assert sum(len(transaction.changes) for transaction in transactions) > 50
         for _ in range(2):
@@ -158,8 +163,9 @@ def test_drop_slot_frees_the_wal_and_forgets_the_position(runner, supabase_wal_d
 
 def test_lag_is_shown_by_stats_metrics_and_the_status_page(app, runner, supabase_wal_db, mongo):
     """The follower's position and lag reach `flask fitkart stats`, /metrics and the status page."""
-    with written_after_the_slot(app, runner, supabase_wal_db, seed=3, transactions=20) as (engine, slot):
-        Follower(engine, slot, max_changes=5).apply(slot.peek(5), threading.Event())  # the rest is behind
+    with written_after_the_slot(app, runner, supabase_wal_db,
+                                lambda url: run_workload(url, seed=3, transactions=20)) as (engine, slot):
+        Follower(engine, slot, max_changes=5).apply(slot.read(5), threading.Event())  # the rest is behind
     state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
     assert state["lag_bytes"] > 0
     stats = runner.invoke(args=["fitkart", "stats"])
@@ -331,3 +337,74 @@ def test_a_second_follower_on_the_same_slot_is_refused(runner, supabase_wal_db):
         result = follow(runner, supabase_wal_db)
     assert result.exit_code == 2, result.output
     assert "another follower is running" in result.output
+
+
+# The write commands the follower sends to cart_items (registered before any app's client is made).
+CART_WRITES = WriteCommands("cart_items")
+monitoring.register(CART_WRITES)
+
+
+def one_transaction_of(rows: int) -> Callable[[str], object]:
+    """What commits one transaction inserting `rows` cart rows (and three products)."""
+    return lambda url: generate_rows(url, products=3, carts=rows, wishlists=0, profiles=0)
+
+
+def test_a_large_transaction_is_applied_a_page_at_a_time_in_bulk(app, runner, supabase_wal_db, monkeypatch):
+    """300 rows in one transaction: read as a stream and applied in pages of PAGE_CHANGES, each page's new rows
+    with one insert (one engine call per row before: 300 inserts); verify finds no drift."""
+    monkeypatch.setattr(follow_module, "PAGE_CHANGES", 50)
+    pages: list[int] = []
+    real_apply_changes = follow_module.apply_changes
+    monkeypatch.setattr(follow_module, "apply_changes",
+                        lambda engine, changes: pages.append(len(changes)) or real_apply_changes(engine, changes))
+    with written_after_the_slot(app, runner, supabase_wal_db, one_transaction_of(300)) as (engine, slot):
+        writes = CART_WRITES.during(lambda: Follower(engine, slot).apply(slot.read(10_000), threading.Event()))
+    assert pages == [50] * 6 + [3]  # the three products and 300 cart rows, in pages
+    assert writes == ["insert"] * 7  # every page holds cart rows
+    verify(runner, supabase_wal_db)
+
+
+def test_a_stop_in_the_middle_of_a_transaction_leaves_it_unconfirmed_and_applied_whole_later(
+        app, runner, supabase_wal_db, mongo, monkeypatch):
+    """SIGTERM is heard between pages: the follower stops inside the transaction without confirming it; the next
+    run applies the transaction again, whole, and verify finds no drift."""
+    monkeypatch.setattr(follow_module, "PAGE_CHANGES", 50)
+    stop = threading.Event()
+    real_apply_changes = follow_module.apply_changes
+
+    def apply_changes(engine, changes):
+        refused = real_apply_changes(engine, changes)
+        stop.set()  # as the SIGTERM handler does, once the first page is in
+        return refused
+
+    monkeypatch.setattr(follow_module, "apply_changes", apply_changes)
+    with written_after_the_slot(app, runner, supabase_wal_db, one_transaction_of(200)) as (engine, slot):
+        before = slot.position()[0]
+        assert Follower(engine, slot).apply(slot.read(10_000), stop) is True
+        assert slot.position()[0] == before  # not confirmed
+        assert mongo.cart_items.count_documents({}) < 200
+        assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"}).get("confirmed_lsn") is None
+        monkeypatch.setattr(follow_module, "apply_changes", real_apply_changes)
+        Follower(engine, slot).apply(slot.read(10_000), threading.Event())
+        assert slot.position()[0] != before
+    assert mongo.cart_items.count_documents({}) == 200
+    verify(runner, supabase_wal_db)
+
+
+def one_row_transactions(count: int) -> Callable[[str], object]:
+    """What commits `count` transactions of one cart row each (after one of a product)."""
+    def commit(url: str) -> None:
+        generate_rows(url, products=1, carts=0, wishlists=0, profiles=0)
+        with psycopg.connect(url, autocommit=True) as connection:
+            for _ in range(count):
+                connection.execute("INSERT INTO public.cart_items (user_id, product_id, size, quantity) "
+                                   "SELECT gen_random_uuid(), id, 'M', 1 FROM public.products")
+    return commit
+
+
+def test_small_transactions_are_applied_together(app, runner, supabase_wal_db):
+    """Thirty one-row transactions fit one page: their rows are written with one insert (thirty before)."""
+    with written_after_the_slot(app, runner, supabase_wal_db, one_row_transactions(30)) as (engine, slot):
+        writes = CART_WRITES.during(lambda: Follower(engine, slot).apply(slot.read(10_000), threading.Event()))
+    assert writes == ["insert"]
+    verify(runner, supabase_wal_db)

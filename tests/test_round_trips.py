@@ -9,6 +9,7 @@ on FerretDB v1 each costs the same at any size, where one guarded command decode
 import pytest
 from pymongo import monitoring
 
+from fitkart_server.sync.plan import POINT_AT_MOST
 from testbed.commands import RequestCommands
 from testbed.data.records import cart_item, order, profile, stamp
 
@@ -133,3 +134,15 @@ def test_a_batch_with_deletes_is_written_in_runs(watched, write_plan):
     tombstone_reads = ["find"] if write_plan == "guarded" else ["find"] * 5
     # A run's tombstones, its insert; the delete's read, tombstone and delete; the next run.
     assert sent == [*tombstone_reads, "insert", "find", "insert", "delete", *tombstone_reads, "insert"]
+
+
+def test_a_large_batch_reads_its_records_at_once_under_either_plan(watched, write_plan):
+    """Past POINT_AT_MOST records a point read each costs more than one `$in` (on FerretDB v1 each is a scan in
+    SQL, the `$in` one decoding in Go): the records and tombstones are read at once; the changes still go by _id."""
+    rows = [cart_item() for _ in range(POINT_AT_MOST + 4)]
+    count(watched, "post", "/api/sync/batch", {"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": row} for row in rows]})
+    partial = count(watched, "post", "/api/sync/batch", {"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": {"id": row["id"], "quantity": 9}} for row in rows]})
+    changes = ["update"] if write_plan == "guarded" else ["findAndModify"] * len(rows)
+    assert partial == ["find", "find", *changes]

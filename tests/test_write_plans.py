@@ -17,7 +17,7 @@ from fitkart_server import create_app
 from fitkart_server.model.documents import TOMBSTONES
 from fitkart_server.model.entities import BY_COLLECTION
 from fitkart_server.storage.store import Store
-from fitkart_server.sync.plan import GUARDED, POINT, plan_for
+from fitkart_server.sync.plan import GUARDED, POINT, POINT_AT_MOST, plan_for
 from testbed.commands import FilterWatch
 from testbed.data.records import cart_item, profile, wishlist_item
 
@@ -96,7 +96,7 @@ def watching_writes() -> bool:
 def test_the_filter_check_catches_every_command_that_is_not_by_id(make_app, database_uri, monkeypatch, write_plan):
     """The check conftest.py runs under the point plan finds the guarded plan's filters (every write's, before the
     plans): a guarded merge, a version-guarded update, `$in` reads; under the point plan it finds none."""
-    watch = FilterWatch({*BY_COLLECTION, TOMBSTONES}, watching_writes, POINT_PLAN_SCANS)
+    watch = FilterWatch({*BY_COLLECTION, TOMBSTONES}, watching_writes, POINT_PLAN_SCANS, POINT_AT_MOST)
     monkeypatch.setattr(Store, "command_listeners", (WRITE_PATH, watch))
     shop_writes(make_app(FITKART_MONGODB_URI=database_uri, FITKART_WRITE_PLAN=write_plan).test_client())
     assert len(watch.seen) > 20

@@ -9,8 +9,10 @@ value while the replay catches up).
 """
 
 import contextlib
+import itertools
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,13 +21,13 @@ from pymongo.errors import PyMongoError
 
 from ..clock import utc_now
 from ..model.documents import FOLLOW
-from ..model.entities import BY_COLLECTION, ENTITIES
+from ..model.entities import BY_COLLECTION, ENTITIES, Entity
 from ..storage.store import DatabaseUnavailable
 from ..sync.engine import SyncEngine
-from ..sync.write import DUPLICATE, RecordRejected
+from ..sync.write import DUPLICATE, RecordRejected, Write
 from .repair import as_payload, backfill_table
 from .sources import PostgresSource
-from .wal import Change, Transaction, WalSetupError, WalSlot
+from .wal import Change, Event, Transaction, WalSetupError, WalSlot
 
 log = logging.getLogger(__name__)
 ROUTE = "flask fitkart follow"
@@ -51,36 +53,58 @@ class Stopped(Exception):
 
 # A record written by others at the same moment, again and again: worth trying again before giving up the batch.
 CONTENDED_ATTEMPTS = 5
+CONTENDED = "Too many concurrent writes"
+# Changes applied in one call of the engine: what the follower holds at once, however large a transaction is.
+PAGE_CHANGES = 200
 
 
 def apply_transaction(engine: SyncEngine, transaction: Transaction) -> int:
-    """Apply one transaction's changes in order; how many were refused (each kept in sync_rejects)."""
-    refused = 0
-    for change in transaction.changes:
-        for attempt in range(CONTENDED_ATTEMPTS):
-            try:
-                apply_change(engine, change)
+    """Apply one transaction's changes in order, a page at a time; how many were refused (kept in sync_rejects)."""
+    return sum(apply_changes(engine, transaction.changes[start:start + PAGE_CHANGES])
+               for start in range(0, len(transaction.changes), PAGE_CHANGES))
+
+
+def apply_changes(engine: SyncEngine, changes: list[Change]) -> int:
+    """Apply consecutive changes of one transaction in order, as Supabase's own writes (source `wal`), runs of
+    distinct records in bulk; how many were refused (each kept in sync_rejects).
+
+    A change the engine could not make for a reason the log resolves (the update moved the mirror's key,
+    another writer kept the record busy) is made alone, then the changes after it are applied again: they
+    are whole rows and deletes, so applying them again in order ends at the same rows.
+    """
+    refused, start, contended = 0, 0, 0
+    while start < len(changes):
+        if changes[start].action == "truncate":
+            truncate(engine, BY_COLLECTION[changes[start].table])
+            start += 1
+            continue
+        run = list(itertools.takewhile(lambda change: change.action != "truncate", changes[start:]))
+        writes = [(offset, write) for offset, change in enumerate(run) for write in writes_of(change)]
+        resume = len(run)
+        for (offset, write), answer in zip(writes, engine.apply_writes([write for _, write in writes]), strict=True):
+            if not isinstance(answer, Exception):
+                continue
+            if isinstance(answer, RecordRejected) and answer.message.startswith(CONTENDED):
+                contended += 1
+                if contended >= CONTENDED_ATTEMPTS:
+                    raise answer  # not the data's fault: stop before confirming, and replay it on the next start
+                resume = offset
                 break
-            except RecordRejected as error:
-                if error.message.startswith("Too many concurrent writes") and attempt < CONTENDED_ATTEMPTS - 1:
-                    continue
-                if error.message.startswith("Too many concurrent writes"):
-                    raise  # not the data's fault: stop before confirming, and replay it on the next start
-                refused += 1  # kept by the engine; the log goes on (Supabase took it: the mirror's rules refused)
+            if isinstance(answer, RecordRejected) and answer.message == DUPLICATE and write.kind == "upsert" \
+                    and "id" in write.payload:
+                refused += moved_key(engine, write)
+                resume = offset + 1
                 break
+            refused += 1  # the log goes on (Supabase took it: the mirror's rules refused)
+        start += resume
     return refused
 
 
-def apply_change(engine: SyncEngine, change: Change) -> None:
-    """One change through the engine, as Supabase's own write (source `wal`)."""
+def writes_of(change: Change) -> list[Write]:
+    """The engine's writes for one row change: a delete by its identity, or an authoritative upsert of the row
+    (after the delete of the record under its former primary key, when the update changed it)."""
     entity = BY_COLLECTION[change.table]
     record = as_payload(change.record)
-    if change.action == "truncate":
-        # The table emptied: every mirrored record deleted the engine's way, tombstones and all.
-        for document in engine.database[entity.collection].find({}, {name: 1 for name in entity.key}):
-            engine.delete_records(entity, {name: str(document[name]) for name in entity.key}, source="wal",
-                                  route=ROUTE)
-        return
     if change.action == "delete":
         # The old row's identity: its primary key (the Supabase id) by default, or the columns of the
         # replica identity index the table was given instead.
@@ -89,19 +113,27 @@ def apply_change(engine: SyncEngine, change: Change) -> None:
         if not selector:
             raise WalSetupError(f"a delete from {change.table} carries neither its id nor its key: give the table "
                                 "REPLICA IDENTITY DEFAULT (its primary key) or FULL")
-        engine.delete_records(entity, selector, source="wal", route=ROUTE)
-        return
-    if change.old_id is not None:  # the primary key itself changed: the record under the old one goes
-        engine.delete_records(entity, {"id": str(change.old_id)}, source="wal", route=ROUTE)
+        return [Write("delete", entity, selector, source="wal", route=ROUTE)]
+    moved = [Write("delete", entity, {"id": str(change.old_id)}, source="wal", route=ROUTE)] \
+        if change.old_id is not None else []
+    return [*moved, Write("upsert", entity, record, source="wal", route=ROUTE, authoritative=True)]
+
+
+def moved_key(engine: SyncEngine, write: Write) -> int:
+    """An update that changed the mirror's key (a profile's user_id, a wishlist row's product): the document
+    under the old key holds this Supabase id. It goes, and the row is written under its new key; 1 if refused."""
     try:
-        engine.upsert_record(entity, record, source="wal", route=ROUTE, authoritative=True)
-    except RecordRejected as error:
-        if error.message != DUPLICATE or "id" not in record:
-            raise
-        # The update changed the mirror's key (a profile's user_id, a wishlist row's product): the document
-        # under the old key holds this Supabase id. It goes, and the row is written under its new key.
-        engine.delete_records(entity, {"id": record["id"]}, source="wal", route=ROUTE)
-        engine.upsert_record(entity, record, source="wal", route=ROUTE, authoritative=True)
+        engine.delete_records(write.entity, {"id": write.payload["id"]}, source="wal", route=ROUTE)
+        engine.upsert_record(write.entity, write.payload, source="wal", route=ROUTE, authoritative=True)
+    except RecordRejected:
+        return 1
+    return 0
+
+
+def truncate(engine: SyncEngine, entity: Entity) -> None:
+    """The table emptied: every mirrored record deleted the engine's way, tombstones and all."""
+    for document in engine.database[entity.collection].find({}, {name: 1 for name in entity.key}):
+        engine.delete_records(entity, {name: str(document[name]) for name in entity.key}, source="wal", route=ROUTE)
 
 
 class Follower:
@@ -157,9 +189,7 @@ class Follower:
         try:
             while not stop.is_set():
                 flushed = self.slot.flushed()
-                transactions = self.slot.peek(self.max_changes, upto=until)
-                if transactions:
-                    self.apply(transactions, stop)
+                if self.apply(self.slot.read(self.max_changes, upto=until), stop):
                     continue
                 # Nothing of the six tables up to `flushed`: confirm it, or the other tables' traffic would be
                 # kept for this slot for as long as the six stay quiet.
@@ -175,26 +205,51 @@ class Follower:
                 self._save({"state": "stopped", "stopped_at": utc_now()})
         return self.totals
 
-    def apply(self, transactions: list[Transaction], stop: threading.Event) -> None:
-        """Apply whole transactions in commit order, keep the position, then advance the slot past them."""
-        applied: list[Transaction] = []
-        for transaction in transactions:
-            self.totals.rejected += apply_transaction(self.engine, transaction)
-            applied.append(transaction)
-            if stop.is_set():
-                break  # a clean stop: after a whole transaction, confirmed below
-        if not applied:
-            return
-        changes = sum(len(transaction.changes) for transaction in applied)
-        # Transactions of other tables come as empty ones: confirmed, not counted.
-        touched = sum(1 for transaction in applied if transaction.changes)
-        self.totals.transactions += touched
-        self.totals.changes += changes
-        last = applied[-1]
-        self._save({"confirmed_lsn": last.end_lsn, "last_commit_at": last.committed_at, "applied_at": utc_now()},
-                   increments={"transactions": touched, "changes": changes})
-        self.slot.advance(last.end_lsn)
-        self._measure(caught_up=False, last_commit_at=last.committed_at)
+    def apply(self, events: Iterator[Event], stop: threading.Event) -> bool:
+        """Apply the transactions read, in commit order, a page of changes at a time (a page may hold many small
+        transactions, or part of a large one), then keep the position and advance the slot past the last whole
+        one; whether anything was read.
+
+        SIGTERM is heard after each page and each commit: a transaction cut short is not confirmed, and the
+        next start applies it again, whole (its changes are whole rows and deletes: applying them again
+        changes nothing).
+        """
+        read = False
+        last: Transaction | None = None  # the last transaction read whole: confirmed once its changes are in
+        current: Transaction | None = None
+        touched = changes = in_transaction = 0  # in_transaction: the current transaction's changes so far
+        page: list[Change] = []
+        try:
+            for event in events:
+                read = True
+                if isinstance(event, Transaction):
+                    current, in_transaction = event, 0
+                elif isinstance(event, Change):
+                    page.append(event)
+                    in_transaction += 1
+                    if len(page) == PAGE_CHANGES:
+                        self.totals.rejected += apply_changes(self.engine, page)
+                        page = []
+                        if stop.is_set():
+                            break
+                else:
+                    current.end_lsn, last = event.end_lsn, current
+                    # Transactions of other tables come as empty ones: confirmed, not counted.
+                    touched, changes = touched + (1 if in_transaction else 0), changes + in_transaction
+                    if stop.is_set():
+                        break
+        finally:
+            events.close()  # the slot is free again before it is advanced
+        if page:  # the rest: whole transactions, and a stopped one's changes so far (left unconfirmed)
+            self.totals.rejected += apply_changes(self.engine, page)
+        if last is not None:
+            self.totals.transactions += touched
+            self.totals.changes += changes
+            self._save({"confirmed_lsn": last.end_lsn, "last_commit_at": last.committed_at, "applied_at": utc_now()},
+                       increments={"transactions": touched, "changes": changes})
+            self.slot.advance(last.end_lsn)
+            self._measure(caught_up=False, last_commit_at=last.committed_at)
+        return read
 
     def _measure(self, caught_up: bool, last_commit_at: datetime | None = None) -> None:
         """Record the lag: WAL bytes written after the slot's position, and the age of what is being applied."""

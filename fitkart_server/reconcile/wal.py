@@ -10,8 +10,10 @@ without consuming; `pg_replication_slot_advance` moves the slot only once the mi
 changes: a crash in between replays them, never skips them.
 """
 
+import itertools
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,12 +50,26 @@ class Change:
 
 @dataclass
 class Transaction:
-    """One committed transaction's changes to the mirrored tables, in the order they were made."""
+    """One committed transaction's changes to the mirrored tables, in the order they were made.
+
+    Read as a stream (`WalSlot.read`), it is the transaction's header: its changes and its Commit follow it.
+    """
 
     xid: str
     end_lsn: str  # where the slot may advance once the mirror holds these changes
     committed_at: datetime | None
     changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class Commit:
+    """The end of a committed transaction in the stream: where the slot may advance once the mirror holds it."""
+
+    end_lsn: str
+
+
+# What `WalSlot.read` yields: a transaction's header, each of its changes, then its commit.
+Event = Transaction | Change | Commit
 
 
 class WalSlot:
@@ -64,6 +80,8 @@ class WalSlot:
             self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as error:
             raise WalSetupError(f"cannot connect to PostgreSQL: {error}") from None
+        self.url = url
+        self._reader_connection: psycopg.Connection | None = None
         self.name = name
         self.tables = tables
         info = self.connection.info
@@ -125,37 +143,83 @@ class WalSlot:
             raise WalSetupError(f"another follower is running on slot {self.name!r} (it holds its lock): stop it "
                                 "first, or give this one another --slot")
 
-    def peek(self, max_changes: int, upto: str | None = None) -> list[Transaction]:
-        """Whole committed transactions after the slot's position (about `max_changes` rows), not consumed.
+    def read(self, max_changes: int, upto: str | None = None) -> Iterator[Event]:
+        """Whole committed transactions after the slot's position (about `max_changes` rows), not consumed, as they
+        are decoded: each transaction's header, its changes, its commit.
 
-        `upto` stops at that position: `--once` drains what was there when it started, not what keeps coming.
+        Rows are fetched one at a time on a connection of the slot's own, so memory holds one change at a
+        time however large a transaction is. `upto` stops at that position: `--once` drains what was there
+        when it started, not what keeps coming. Closing the iterator early cancels the read.
         """
         tables = ",".join(f"public.{table}" for table in self.tables)
         query = sql.SQL("SELECT lsn::text, data FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})").format(
             sql.Literal(self.name), sql.Literal(upto), sql.Literal(max_changes),
             sql.SQL(", ").join(sql.Literal(value) for value in (*OPTIONS, "add-tables", tables)))
-        transactions: list[Transaction] = []
-        current: Transaction | None = None
-        for lsn, data in self._while_busy(query):
-            message = json.loads(data, parse_float=str, parse_int=str)  # numbers keep their exact text
-            action = message["action"]
-            if action == "B":
-                current = Transaction(xid=str(message.get("xid", "")), end_lsn="",
+        rows, first = self._streamed(query)
+        inside = False
+        try:
+            for lsn, data in itertools.chain([first] if first else [], rows):
+                message = json.loads(data, parse_float=str, parse_int=str)  # numbers keep their exact text
+                action = message["action"]
+                if action == "B":
+                    inside = True
+                    yield Transaction(xid=str(message.get("xid", "")), end_lsn="",
                                       committed_at=self._moment(message.get("timestamp")))
-            elif action == "C" and current is not None:
-                current.end_lsn = lsn
-                transactions.append(current)
-                current = None
-            elif action in ("I", "U") and current is not None:
-                row = self._row(message["columns"])
-                old = self._row(message.get("identity") or [])
-                current.changes.append(Change(message["table"], "upsert", self._completed(message["table"], row),
-                                              old_id=old.get("id") if old.get("id") != row.get("id") else None))
-            elif action == "D" and current is not None:
-                current.changes.append(Change(message["table"], "delete", self._row(message["identity"])))
-            elif action == "T" and current is not None:
-                current.changes.append(Change(message["table"], "truncate", {}))
+                elif action == "C" and inside:
+                    inside = False
+                    yield Commit(lsn)
+                elif inside and (change := self._change(message)) is not None:
+                    yield change
+        finally:
+            rows.close()
+
+    def peek(self, max_changes: int, upto: str | None = None) -> list[Transaction]:
+        """The transactions `read` gives, each gathered whole with its changes (for small reads)."""
+        transactions: list[Transaction] = []
+        for event in self.read(max_changes, upto):
+            if isinstance(event, Transaction):
+                transactions.append(event)
+            elif isinstance(event, Change):
+                transactions[-1].changes.append(event)
+            else:
+                transactions[-1].end_lsn = event.end_lsn
         return transactions
+
+    def _change(self, message: dict) -> Change | None:
+        """One decoded row change of a transaction; None for what is not one."""
+        action = message["action"]
+        if action in ("I", "U"):
+            row = self._row(message["columns"])
+            old = self._row(message.get("identity") or [])
+            return Change(message["table"], "upsert", self._completed(message["table"], row),
+                          old_id=old.get("id") if old.get("id") != row.get("id") else None)
+        if action == "D":
+            return Change(message["table"], "delete", self._row(message["identity"]))
+        if action == "T":
+            return Change(message["table"], "truncate", {})
+        return None
+
+    def _streamed(self, query: sql.Composed) -> tuple[Iterator[tuple], tuple | None]:
+        """A query's rows streamed on the reader connection, and its first row (None: no rows), waiting while
+        another session holds the slot (ObjectInUse)."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            rows = self._reader().cursor().stream(query)
+            try:
+                return rows, next(rows, None)
+            except errors.ObjectInUse:
+                rows.close()
+                if time.monotonic() > deadline:
+                    raise WalSetupError(f"slot {self.name!r} stayed in use by another session for {BUSY_SECONDS} s: "
+                                        "is another follower running on it?") from None
+                time.sleep(0.2)
+
+    def _reader(self) -> psycopg.Connection:
+        """The connection the slot's changes are streamed on (opened on first use): the other stays free for
+        the lookups made while reading them."""
+        if self._reader_connection is None:
+            self._reader_connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        return self._reader_connection
 
     def flushed(self) -> str:
         """How far PostgreSQL's WAL is on disk now: a peek that comes after this sees every commit before it."""
@@ -187,6 +251,8 @@ class WalSlot:
 
     def close(self) -> None:
         """Disconnect (the slot stays)."""
+        if self._reader_connection is not None:
+            self._reader_connection.close()
         self.connection.close()
 
     def _completed(self, table: str, row: dict) -> dict:

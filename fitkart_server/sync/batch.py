@@ -190,9 +190,9 @@ def _apply_bulk(engine: Mirror, items: list[tuple[int, Write, dict]], answers: l
 
 
 def _tombstone_finder(engine: Mirror, entity: Entity, items: list[tuple[int, Write, dict]], ids: list[str]) -> Finder:
-    """How the batch looks tombstones up: all it may need in one read (guarded plan), or each once, when a rule
-    first asks for it (point plan: one read per tombstone either way, and most records that exist need none)."""
-    if engine.commands.point:
+    """How the batch looks tombstones up: all it may need in one read, or (point plan, a few records) each once,
+    when a rule first asks for it (one read per tombstone either way, and most records that exist need none)."""
+    if engine.commands.one_by_one(len(items)):
         seen: dict[str, dict | None] = {}
 
         def find_once(tombstone_id: str) -> dict | None:

@@ -3,8 +3,9 @@
 - `guarded` (servers with real indexes: MongoDB): a filter may carry the rules, so a change to a
   stored record is one atomic guarded command, and many records are read or deleted with `$in`.
 - `point` (servers that push down only `_id` equality: FerretDB v1): every command on the write
-  path has a filter of exactly `{_id: value}`, or is an insert. Any other filter makes FerretDB v1
-  decode the whole collection, so its cost would grow with the mirror. The rules are decided in
+  path has a filter of exactly `{_id: value}`, or is an insert; only a read or delete of more than
+  POINT_AT_MOST documents at once is one `$in`, which costs less there than that many point reads.
+  Any other filter makes FerretDB v1 decode the whole collection in Go. The rules are decided in
   Python on a read by `_id`; the write goes by `_id`, and returns what it replaced, so a writer
   that got in between is seen and its values put back (FerretDB v1 has no atomic compare-and-set
   to lose: its findAndModify is a read and a write).
@@ -22,6 +23,12 @@ from ..model.documents import PROVENANCE_FIELD
 GUARDED = "guarded"
 POINT = "point"
 PLANS = (GUARDED, POINT)
+# Under the point plan, more documents than this are read (or deleted) with one `$in` instead of one command
+# each. On FerretDB v1 a filter of `{_id: value}` is itself a scan in SQL (its SQLite backend's `_id` index is
+# on another expression than its query's), and one `$in`, decoded in Go, costs 11 to 19 of them (1,000 to
+# 100,000 documents: docs/operations.md); a point read of a stored record stops where it finds it, on average
+# halfway.
+POINT_AT_MOST = 16
 
 
 def plan_for(build_info: dict) -> tuple[str, str]:
@@ -50,12 +57,16 @@ class Commands:
         """Whether every write-path command goes by `_id` alone."""
         return self.plan == POINT
 
+    def one_by_one(self, count: int) -> bool:
+        """Whether `count` documents are read or deleted one command each (point plan, up to POINT_AT_MOST)."""
+        return self.point and count <= POINT_AT_MOST
+
     def find_each(self, collection: Collection, ids: Iterable, projection: dict | None = None) -> dict:
         """The stored documents with these `_id`s, by `_id`: one `$in` read, or one point read each."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        if self.point:
+        if self.one_by_one(len(wanted)):
             found = (collection.find_one({"_id": doc_id}, projection) for doc_id in wanted)
             return {doc["_id"]: doc for doc in found if doc is not None}
         query = {"_id": wanted[0]} if len(wanted) == 1 else {"_id": {"$in": wanted}}
@@ -66,7 +77,7 @@ class Commands:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return 0
-        if self.point or len(wanted) == 1:
+        if self.one_by_one(len(wanted)) or len(wanted) == 1:
             return sum(collection.delete_one({"_id": doc_id}).deleted_count for doc_id in wanted)
         return collection.delete_many({"_id": {"$in": wanted}}).deleted_count
 
