@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fitkart_server.model.entities import BY_COLLECTION
-from fitkart_server.sync import upserts
+from fitkart_server.sync import batch as batch_module
+from fitkart_server.sync import guarded, upserts
 from fitkart_server.sync.engine import SyncEngine
 from fitkart_server.sync.tombstones import Tombstones
 from fitkart_server.sync.upserts import PlannedWrite
@@ -169,3 +170,31 @@ def test_a_create_that_races_a_delete_does_not_bring_the_record_back(client, mon
     assert raced == ["updated"]
     assert mongo.cart_items.find_one({"_id": item["id"]}) is None
     assert post(client, "cart_items", item).json["result"] == "stale"
+
+
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_create_whose_tombstone_check_came_before_a_delete_does_not_bring_the_record_back(
+        client, mongo, monkeypatch, decimal_mode, path):
+    """A full row checked against its tombstones, then a delete of its record landing before the row is inserted
+    (another worker's): the row must not be created under the delete. It is inserted first and checked after,
+    so a delete landing anywhere either finds it or leaves a tombstone it sees."""
+    item = cart_item()
+    assert post(client, "cart_items", item).json["result"] == "created"
+    other = SyncEngine(mongo, decimal_mode=decimal_mode)
+    deleted: list[int] = []
+    module, name = (guarded, "insert_new") if path == "single" else (batch_module, "_insert_all")
+    real = getattr(module, name)
+
+    def insert(*args, **kwargs):
+        if not deleted:  # once: the other worker's delete lands just before this insert
+            deleted.append(other.delete_records(BY_COLLECTION["cart_items"], {"id": item["id"]}))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, insert)
+    again = {**item, "quantity": 4}
+    # In a batch with another new row: the bulk path (a batch of one is applied alone).
+    answer = post(client, "cart_items", again).json if path == "single" else \
+        batch(client, ("cart_items", again), ("cart_items", cart_item()))[0]
+    assert deleted == [1]
+    assert answer["result"] == "stale"
+    assert mongo.cart_items.find_one({"_id": item["id"]}) is None

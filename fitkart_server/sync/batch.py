@@ -167,13 +167,10 @@ def _apply_bulk(engine: Mirror, items: list[tuple[int, Write, dict]], answers: l
     ids = [entity.key_of(values) for _, _, values in items]
     full_rows = not read_first and all(set(entity.required_on_create) <= values.keys() for _, _, values in items)
     current = {} if full_rows else engine.commands.find_each(collection, ids)
-    find_tombstone = _tombstone_finder(engine, entity, items, ids)
+    # Full rows are inserted first and their tombstones read after (see _answer_inserted).
+    find_tombstone = _no_tombstone if full_rows else _tombstone_finder(engine, entity, items, ids)
     writes: list[tuple[int, Write, PlannedWrite]] = []
     for (index, write, values), doc_id in zip(items, ids, strict=True):
-        if full_rows and not write.authoritative and engine.tombstones.binds(entity, values, find_tombstone,
-                                                                             write.writer):
-            answers[index] = apply_one(engine, write)  # deleted, or stored and changed since: decided on a read
-            continue
         try:
             decision = upserts.decide(engine, write, values, current.get(doc_id), find_tombstone)
         except (RecordRejected, Forbidden) as refusal:
@@ -187,6 +184,11 @@ def _apply_bulk(engine: Mirror, items: list[tuple[int, Write, dict]], answers: l
     if collided:
         values_of = {index: values for index, _, values in items}
         _apply_bulk(engine, [(index, write, values_of[index]) for index, write in collided], answers, read_first=True)
+
+
+def _no_tombstone(tombstone_id: str) -> None:
+    """A finder that finds none: for rows whose tombstones are read after they are inserted."""
+    return None
 
 
 def _tombstone_finder(engine: Mirror, entity: Entity, items: list[tuple[int, Write, dict]], ids: list[str]) -> Finder:
@@ -221,6 +223,7 @@ def _write_bulk(engine: Mirror, writes: list[tuple[int, Write, PlannedWrite]], a
     failed.update(failed_updates)
     collided: list[tuple[int, Write]] = []
     written_by_supabase: list[dict] = []
+    inserted: list[tuple[int, Write, PlannedWrite]] = []
     for position, (index, write, planned) in enumerate(writes):
         missed = planned.update is not None and planned.doc_id in lost
         refused = failed.get(position)
@@ -232,6 +235,8 @@ def _write_bulk(engine: Mirror, writes: list[tuple[int, Write, PlannedWrite]], a
             collided.append((index, write))
         elif refused is not None or missed:
             answers[index] = apply_one(engine, write)  # lost a race: redo it alone, with the full rules
+        elif planned.insert is not None and not write.authoritative:
+            inserted.append((index, write, planned))  # answered once their tombstones are read
         else:
             outcome = UpsertOutcome("created" if planned.insert is not None else "updated",
                                     engine.show(entity, planned.result))
@@ -240,7 +245,28 @@ def _write_bulk(engine: Mirror, writes: list[tuple[int, Write, PlannedWrite]], a
                 written_by_supabase.append(planned.result)
     # Supabase says these records exist: their tombstones go, as after an authoritative upsert alone.
     engine.tombstones.forget_each(entity, written_by_supabase)
+    _answer_inserted(engine, entity, inserted, answers)
     return collided
+
+
+def _answer_inserted(engine: Mirror, entity: Entity, inserted: list[tuple[int, Write, PlannedWrite]],
+                     answers: list) -> None:
+    """New records, answered once their tombstones are read, after the insert (Tombstones.take_back_if_deleted
+    says why): one that a delete binds is deleted again and decided alone (stale)."""
+    if not inserted:
+        return
+    find = _tombstone_finder(engine, entity, [(index, write, planned.result) for index, write, planned in inserted],
+                             [planned.doc_id for _, _, planned in inserted])
+    bound = [(index, write, planned) for index, write, planned in inserted
+             if engine.tombstones.binds(entity, planned.result, find, write.writer)]
+    engine.commands.delete_each(engine.database[entity.collection], [planned.doc_id for _, _, planned in bound])
+    taken_back = {index for index, _, _ in bound}
+    for index, write, planned in inserted:
+        if index in taken_back:
+            answers[index] = apply_one(engine, write)
+        else:
+            outcome = UpsertOutcome("created", engine.show(entity, planned.result))
+            answers[index] = answer(engine.noted(entity.collection, outcome))
 
 
 def _insert_all(collection: Collection, planned_writes: list[PlannedWrite]) -> dict[int, dict]:

@@ -78,6 +78,20 @@ class Tombstones:
         found = seen[by_key] if by_key in seen else find(by_key)
         return binding(found) and as_utc(found["deleted_at"]) >= stamp
 
+    def take_back_if_deleted(self, collection: Collection, entity: Entity, values: dict, doc_id: str,
+                             writer: str | None) -> bool:
+        """After creating a record: whether a delete binds it after all, in which case it is deleted again.
+
+        Its tombstones are read after the insert: a delete that landed before the insert left a
+        tombstone that is seen here, and one landing after it finds the record and removes it. (Read
+        before the insert, a delete landing between the read and the insert went unseen, and the
+        deleted record came back.)
+        """
+        if not self.binds(entity, values, self.find, writer):
+            return False
+        collection.delete_one({"_id": doc_id})
+        return True
+
     def remember(self, entity: Entity, records: list[tuple[str | None, str | None]], deleted_at: datetime, *,
                  overwrite: bool, by: str | None = None) -> None:
         """Create the tombstones (by key and by Supabase id) of deleted records.

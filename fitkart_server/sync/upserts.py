@@ -116,6 +116,9 @@ def make(engine: Mirror, write: Write, planned: PlannedWrite) -> UpsertOutcome |
     try:
         if planned.insert is not None:
             collection.insert_one(planned.insert)
+            if not write.authoritative and engine.tombstones.take_back_if_deleted(
+                    collection, write.entity, planned.result, planned.doc_id, write.writer):
+                return None  # a delete landed after the read that decided it: decided again, stale
         elif not engine.commands.update_if_version(collection, planned.doc_id, *planned.update):
             return None
     except DuplicateKeyError:
