@@ -17,9 +17,8 @@ from werkzeug.test import TestResponse
 
 from fitkart_server.bounds import MAX_RECORD_BYTES
 from fitkart_server.model.entities import BY_COLLECTION
-from fitkart_server.sync import upserts
+from fitkart_server.sync import guarded, upserts
 from fitkart_server.sync.engine import SyncEngine
-from fitkart_server.sync.tombstones import Tombstones
 from testbed.data.records import cart_item, new_id, order, product, wishlist_item
 
 # The guarded command is the guarded plan's (sync/plan.py): these tests hold it on whatever server runs them.
@@ -63,27 +62,28 @@ class Decisions:
 
 # -- the Supabase id ---------------------------------------------------------------------------
 
-def test_an_id_deleted_after_the_tombstone_read_is_not_merged_into_its_keys_new_record(client, mongo, monkeypatch,
+def test_an_id_deleted_after_its_insert_collided_is_not_merged_into_its_keys_new_record(client, mongo, monkeypatch,
                                                                                       decimal_mode) -> None:
-    """Same Supabase id: a full row whose id was deleted, and its key re-created as another id, after its
-    tombstones were read is stale; the guarded command does not merge the deleted id into the new record."""
+    """Same Supabase id: a full row whose insert found its key taken, then whose id was deleted and its key
+    re-created as another id before the merge, is stale; the guarded command does not merge the deleted id into
+    the new record."""
     entity = BY_COLLECTION["wishlist_items"]
     first = wishlist_item()
     assert post(client, "wishlist_items", first).json["result"] == "created"
     again = {**first, "id": new_id(), "created_at": later(1)}
     other = SyncEngine(mongo, decimal_mode=decimal_mode)  # another worker, or a webhook
     pending = [True]
-    real_binds = Tombstones.binds
+    real_insert_new = guarded.insert_new
 
-    def binds(self: Tombstones, *args, **kwargs) -> bool:
-        bound = real_binds(self, *args, **kwargs)
-        if pending:  # once, right after the request's own tombstone read
+    def insert_new(*args, **kwargs):
+        inserted = real_insert_new(*args, **kwargs)
+        if pending:  # once, right after the request's own insert found the key taken
             pending.clear()
             assert other.delete_records(entity, {"id": first["id"]}) == 1
             assert other.upsert_record(entity, again, source="webhook").result == "created"
-        return bound
+        return inserted
 
-    monkeypatch.setattr(Tombstones, "binds", binds)
+    monkeypatch.setattr(guarded, "insert_new", insert_new)
     response = post(client, "wishlist_items", {**first, "created_at": later(2)})
     assert not pending
     assert response.status_code == 200
