@@ -7,7 +7,6 @@ per table; the few writes that collide or lose a race are redone one by one. A d
 record met again, is applied alone and starts the next run.
 """
 
-
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection

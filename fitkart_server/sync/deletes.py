@@ -1,6 +1,5 @@
 """Deletes: by key, by Supabase id, or every record of a user; each leaves tombstones behind."""
 
-
 from marshmallow import ValidationError
 
 from ..clock import utc_now

@@ -10,7 +10,6 @@ ever. Inserts rather than upserts: an upsert that inserts is a scan on FerretDB 
 documents on SQLite, an insert 4 ms).
 """
 
-
 import bson
 from bson.errors import InvalidDocument
 from pymongo import ReturnDocument

@@ -1,6 +1,5 @@
 """Reads: one record by its ref, or a page of the records a caller may read, in key order."""
 
-
 import bson
 from marshmallow import ValidationError
 
