@@ -97,8 +97,9 @@ class Rows:
         return time.monotonic() - started
 
     def take(self, count: int = 1) -> list[dict]:
-        """Rows no request has touched (each is used once)."""
-        taken, self.untouched = self.untouched[:count], self.untouched[count:]
+        """Rows no request has touched (each is used once), from the end of the shuffled list: no copy of the rest."""
+        taken = self.untouched[-count:]
+        del self.untouched[-count:]
         return taken
 
 

@@ -13,9 +13,10 @@ changes: a crash in between replays them, never skips them.
 import itertools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors, sql
@@ -29,6 +30,7 @@ OPTIONS = ("format-version", "2", "include-transaction", "true", "include-xids",
            "include-timestamp", "true", "include-type-oids", "true")
 
 
+Result = TypeVar("Result")
 # Another session reading the slot holds it for a moment (an operator's peek, a second follower starting):
 # wait for it this long before giving up.
 BUSY_SECONDS = 30
@@ -200,19 +202,16 @@ class WalSlot:
         return None
 
     def _streamed(self, query: sql.Composed) -> tuple[Iterator[tuple], tuple | None]:
-        """A query's rows streamed on the reader connection, and its first row (None: no rows), waiting while
-        another session holds the slot (ObjectInUse)."""
-        deadline = time.monotonic() + BUSY_SECONDS
-        while True:
+        """A query's rows streamed on the reader connection, and its first row (None: no rows)."""
+        def first_row() -> tuple[Iterator[tuple], tuple | None]:
             rows = self._reader().cursor().stream(query)
             try:
-                return rows, next(rows, None)
+                return rows, next(rows, None)  # another session holding the slot raises here
             except errors.ObjectInUse:
                 rows.close()
-                if time.monotonic() > deadline:
-                    raise WalSetupError(f"slot {self.name!r} stayed in use by another session for {BUSY_SECONDS} s: "
-                                        "is another follower running on it?") from None
-                time.sleep(0.2)
+                raise
+
+        return self._while_busy(first_row)
 
     def _reader(self) -> psycopg.Connection:
         """The connection the slot's changes are streamed on (opened on first use): the other stays free for
@@ -227,15 +226,16 @@ class WalSlot:
 
     def advance(self, lsn: str) -> None:
         """Confirm everything up to `lsn`: PostgreSQL may free that WAL, and it is never decoded again."""
-        self._while_busy(sql.SQL("SELECT pg_replication_slot_advance({}, {}::pg_lsn)").format(
-            sql.Literal(self.name), sql.Literal(lsn)))
+        query = sql.SQL("SELECT pg_replication_slot_advance({}, {}::pg_lsn)").format(sql.Literal(self.name),
+                                                                                    sql.Literal(lsn))
+        self._while_busy(lambda: self.connection.execute(query).fetchall())
 
-    def _while_busy(self, query: sql.Composed) -> list[tuple]:
-        """Run a query on the slot, waiting while another session holds the slot (ObjectInUse)."""
+    def _while_busy(self, attempt: Callable[[], Result]) -> Result:
+        """Try something on the slot, again while another session holds the slot (ObjectInUse), BUSY_SECONDS at most."""
         deadline = time.monotonic() + BUSY_SECONDS
         while True:
             try:
-                return self.connection.execute(query).fetchall()
+                return attempt()
             except errors.ObjectInUse:
                 if time.monotonic() > deadline:
                     raise WalSetupError(f"slot {self.name!r} stayed in use by another session for {BUSY_SECONDS} s: "

@@ -40,8 +40,8 @@ def plan_for(build_info: dict) -> tuple[str, str]:
     ferretdb = str(build_info.get("ferretdbVersion") or "")
     if ferretdb.lstrip("v").startswith("1."):
         return POINT, f"FerretDB {ferretdb} pushes down only _id equality"
-    return GUARDED, f"{'FerretDB ' + ferretdb if ferretdb else 'MongoDB ' + str(build_info.get('version', '?'))} " \
-                    "uses indexes for any filter"
+    server = f"FerretDB {ferretdb}" if ferretdb else f"MongoDB {build_info.get('version', '?')}"
+    return GUARDED, f"{server} uses indexes for any filter"
 
 
 class Commands:
