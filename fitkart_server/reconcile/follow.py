@@ -113,10 +113,11 @@ def writes_of(change: Change) -> list[Write]:
         if not selector:
             raise WalSetupError(f"a delete from {change.table} carries neither its id nor its key: give the table "
                                 "REPLICA IDENTITY DEFAULT (its primary key) or FULL")
-        return [Write("delete", entity, selector, source="wal", route=ROUTE)]
-    moved = [Write("delete", entity, {"id": str(change.old_id)}, source="wal", route=ROUTE)] \
-        if change.old_id is not None else []
-    return [*moved, Write("upsert", entity, record, source="wal", route=ROUTE, authoritative=True)]
+        return [Write("delete", entity, selector, source="wal", route=ROUTE, changed_at=change.committed_at)]
+    moved = [Write("delete", entity, {"id": str(change.old_id)}, source="wal", route=ROUTE,
+                   changed_at=change.committed_at)] if change.old_id is not None else []
+    return [*moved, Write("upsert", entity, record, source="wal", route=ROUTE, authoritative=True,
+                          changed_at=change.committed_at)]
 
 
 def moved_key(engine: SyncEngine, write: Write) -> int:

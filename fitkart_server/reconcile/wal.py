@@ -48,6 +48,7 @@ class Change:
     action: str  # "upsert", "delete" or "truncate"
     record: dict
     old_id: object = None  # an update's former primary key, when the update changed it
+    committed_at: datetime | None = None  # its transaction's commit: the change's own time
 
 
 @dataclass
@@ -158,19 +159,19 @@ class WalSlot:
             sql.Literal(self.name), sql.Literal(upto), sql.Literal(max_changes),
             sql.SQL(", ").join(sql.Literal(value) for value in (*OPTIONS, "add-tables", tables)))
         rows, first = self._streamed(query)
-        inside = False
+        inside, committed_at = False, None
         try:
             for lsn, data in itertools.chain([first] if first else [], rows):
                 message = json.loads(data, parse_float=str, parse_int=str)  # numbers keep their exact text
                 action = message["action"]
                 if action == "B":
-                    inside = True
-                    yield Transaction(xid=str(message.get("xid", "")), end_lsn="",
-                                      committed_at=self._moment(message.get("timestamp")))
+                    inside, committed_at = True, self._moment(message.get("timestamp"))
+                    yield Transaction(xid=str(message.get("xid", "")), end_lsn="", committed_at=committed_at)
                 elif action == "C" and inside:
                     inside = False
                     yield Commit(lsn)
                 elif inside and (change := self._change(message)) is not None:
+                    change.committed_at = committed_at
                     yield change
         finally:
             rows.close()

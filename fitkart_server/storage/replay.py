@@ -7,14 +7,16 @@ original caller, one process at a time (see spool.py), at start-up too.
 import logging
 import os
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import Flask, current_app
 from pymongo.errors import ConnectionFailure
 
+from ..clock import to_millisecond
 from ..model.entities import BY_COLLECTION
 from ..sync.engine import SyncEngine
-from ..sync.write import Write
+from ..sync.ordering import change_time
+from ..sync.write import ClientVersion, Write
 from .spool import FILE, Entry, Spool
 from .store import DatabaseUnavailable, DatabaseUnreachable, Store
 
@@ -128,8 +130,15 @@ def apply_run(engine: SyncEngine, run: list[Entry]) -> None:
         return
     # The batch path: in order, each run of distinct upserts with one read and one bulk write, the same rules;
     # a refusal at replay is kept in sync_rejects like any refusal.
-    engine.apply_writes([Write(entry.kind, BY_COLLECTION[entry.collection], entry.body, entry.caller, entry.source,
-                               entry.route) for entry in run])
+    engine.apply_writes([queued_write(entry) for entry in run])
+
+
+def queued_write(entry: Entry) -> Write:
+    """A queued entry as the write it was: judged by when it arrived (or the client made it), not by now."""
+    version = ClientVersion.of_stored(entry.version)
+    return Write(entry.kind, BY_COLLECTION[entry.collection], entry.body, entry.caller, entry.source, entry.route,
+                 changed_at=change_time(version, to_millisecond(datetime.fromtimestamp(entry.at, UTC))),
+                 version=version)
 
 
 def get_spool() -> Spool:

@@ -27,7 +27,7 @@ PROGRESS_SECONDS = 2  # a replayer that applied something this recently is drain
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
     "kind TEXT NOT NULL, collection TEXT, body TEXT NOT NULL, role TEXT NOT NULL, user_id TEXT, "
-    "source TEXT NOT NULL, route TEXT, size INTEGER NOT NULL)",
+    "source TEXT NOT NULL, route TEXT, size INTEGER NOT NULL, version TEXT)",
     # progress_at: when a replayer last applied something, so writers know the database is back.
     "CREATE TABLE IF NOT EXISTS lease (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT, until REAL NOT NULL, "
     "progress_at REAL NOT NULL DEFAULT 0)",
@@ -59,6 +59,7 @@ class Entry:
     caller: Caller
     source: str
     route: str | None
+    version: list[int] | None = None  # the client's version of the change ([at, seq]), when it sent one
 
 
 @dataclass(frozen=True)
@@ -92,31 +93,40 @@ class Spool:
             connection.execute("PRAGMA synchronous=FULL")
             for statement in SCHEMA:
                 connection.execute(statement)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(entries)")}
+            if "version" not in columns:  # a spool written before clients sent versions
+                connection.execute("ALTER TABLE entries ADD COLUMN version TEXT")
             self._local.connection, self._local.pid = connection, os.getpid()
         return self._local.connection
 
     def append(self, kind: str, collection: str | None, body, caller: Caller, source: str,
-               route: str | None) -> int:
+               route: str | None, version: list[int] | None = None, arrived: float | None = None) -> int:
         """Queue one operation durably; its sequence number. SpoolFull when over the size cap."""
-        return self.append_many([(kind, collection, body, caller, source, route)])[0]
+        return self.append_many([(kind, collection, body, caller, source, route, version)], arrived)[0]
 
-    def append_many(self, operations: list[tuple[str, str | None, object, Caller, str, str | None]]) -> list[int]:
-        """Queue operations (kind, collection, body, caller, source, route) durably, all or none, with one fsync;
-        their sequence numbers. SpoolFull when they would take the spool over its size cap."""
+    def append_many(self, operations: list[tuple[str, str | None, object, Caller, str, str | None,
+                                                 list[int] | None]], arrived: float | None = None) -> list[int]:
+        """Queue operations (kind, collection, body, caller, source, route, client version) durably, all or none,
+        with one fsync; their sequence numbers. SpoolFull when they would take the spool over its size cap.
+
+        Each keeps the time its request arrived (`arrived`, else now): its replay is judged by it
+        (sync/ordering.py), not by when it is applied.
+        """
+        arrived = time.time() if arrived is None else arrived
         rows = []
-        for kind, collection, body, caller, source, route in operations:
+        for kind, collection, body, caller, source, route, version in operations:
             text = json.dumps(body, ensure_ascii=False, default=str)
-            rows.append((time.time(), kind, collection, text, caller.role, caller.user_id, source, route,
-                         len(text.encode("utf-8", "replace"))))
+            rows.append((arrived, kind, collection, text, caller.role, caller.user_id, source, route,
+                         len(text.encode("utf-8", "replace")), None if version is None else json.dumps(version)))
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")  # the size check and the inserts as one step
         try:
             (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
-            if queued + sum(row[-1] for row in rows) > self.max_bytes:
+            if queued + sum(row[8] for row in rows) > self.max_bytes:
                 raise SpoolFull
             sequences = [connection.execute(
-                "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
+                "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size, version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -137,10 +147,11 @@ class Spool:
     def head(self, limit: int = 100) -> list[Entry]:
         """The oldest entries, in arrival order."""
         rows = self._connection().execute(
-            "SELECT seq, at, kind, collection, body, role, user_id, source, route FROM entries "
+            "SELECT seq, at, kind, collection, body, role, user_id, source, route, version FROM entries "
             "ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [Entry(seq, at, kind, collection, json.loads(body), Caller(role, user_id), source, route)
-                for seq, at, kind, collection, body, role, user_id, source, route in rows]
+        return [Entry(seq, at, kind, collection, json.loads(body), Caller(role, user_id), source, route,
+                      None if version is None else json.loads(version))
+                for seq, at, kind, collection, body, role, user_id, source, route, version in rows]
 
     def remove_through(self, seq: int) -> None:
         """Forget the entries up to `seq` once the database holds their effect; note the progress."""

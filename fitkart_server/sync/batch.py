@@ -17,10 +17,11 @@ from ..model.entities import BY_COLLECTION, Entity
 from ..model.policy import Caller, Forbidden
 from . import deletes, upserts
 from .mirror import Mirror
+from .ordering import change_time
 from .plan import VERSION
 from .tombstones import Finder, key_tombstone, tombstone_ids
 from .upserts import PlannedWrite, UpsertOutcome
-from .write import OPERATIONS, RecordRejected, Write, field_errors
+from .write import OPERATIONS, ClientVersion, RecordRejected, Write, field_errors
 
 
 def _one_of(choices) -> dict:
@@ -32,6 +33,19 @@ def _one_of(choices) -> dict:
 _NOT_AN_OBJECT = "Must be a JSON object."
 
 
+# Integers JavaScript holds exactly: a client's time in milliseconds and its outbox sequence both fit.
+_SAFE_INTEGER = validate.Range(min=0, max=2**53 - 1)
+
+
+class ClientVersionSchema(Schema):
+    """A client's stamp of one change (see ClientVersion): later changes to a record carry larger ones."""
+
+    at = fields.Integer(required=True, strict=True, validate=_SAFE_INTEGER,
+                        metadata={"description": "When the client made the change, in ms since the epoch."})
+    seq = fields.Integer(required=True, strict=True, validate=_SAFE_INTEGER,
+                         metadata={"description": "Its place in the client's outbox."})
+
+
 class OperationSchema(Schema):
     """One operation of a batch (it both validates each operation and documents it in the API)."""
 
@@ -41,6 +55,9 @@ class OperationSchema(Schema):
     record = fields.Dict(required=True, error_messages={"required": _NOT_AN_OBJECT, "null": _NOT_AN_OBJECT,
                                                         "invalid": _NOT_AN_OBJECT}, metadata={
         "description": "upsert: the record; delete: its key fields, its id, or user_id to clear."})
+    version = fields.Nested(ClientVersionSchema, metadata={
+        "description": "The client's order of its changes to this record: an older one than the record last "
+                       "took is answered `stale` (docs/api.md, \"Order\")."})
 
 
 OPERATION = OperationSchema()
@@ -54,7 +71,9 @@ def operation_write(operation, caller: Caller, source: str, route: str | None) -
         parts = OPERATION.load(operation, unknown=EXCLUDE)  # other keys are ignored, as ever
     except ValidationError as error:
         raise RecordRejected("Invalid operation.", field_errors(error)) from None
-    return Write(parts["op"], BY_COLLECTION[parts["collection"]], parts["record"], caller, source, route)
+    version = ClientVersion(**parts["version"]) if "version" in parts else None
+    return Write(parts["op"], BY_COLLECTION[parts["collection"]], parts["record"], caller, source, route,
+                 changed_at=change_time(version), version=version)
 
 
 def malformed(operation, caller: Caller, source: str, route: str | None) -> Write:

@@ -3,32 +3,46 @@
 from marshmallow import ValidationError
 
 from ..clock import utc_now
+from ..model.documents import PROVENANCE_FIELD
 from ..model.entities import Entity
 from .mirror import Mirror
+from .ordering import overtaken
 from .write import RecordRejected, Write, field_errors, missing
 
 
 def delete(engine: Mirror, write: Write) -> int:
-    """Delete what the selector names, after the row rules allow it; how many records went."""
+    """Delete what the selector names, after the row rules allow it; how many records went.
+
+    A delete that names a Supabase id removes only the record holding that id (or one stored
+    without an id), never a newer record of the same key, and its tombstone binds only that id. A
+    client's delete made before the record's last change (ordering.overtaken) leaves it alone.
+    """
     entity = write.entity
     query, exact = delete_query(entity, write.payload)
     collection = engine.database[entity.collection]
     owner = getattr(entity.rules, "owner_field", None)
-    fields = {"_id": 1, "id": 1, **{name: 1 for name in (*entity.key, owner) if name}}
-    found = find_targets(engine, entity, query, fields)
+    fields = {"_id": 1, "id": 1, PROVENANCE_FIELD: 1, **{name: 1 for name in (*entity.key, owner) if name}}
+    named_id = query.get("id")
+    found = [doc for doc in find_targets(engine, entity, query, fields)
+             if named_id is None or doc.get("id") in (None, named_id)]
     entity.rules.check_delete(write.caller, query, found, engine.database)  # Forbidden
-    now = utc_now()
+    if write.source == "client":
+        found = [doc for doc in found if not overtaken(write, doc)]
+    deleted_at = write.changed_at or utc_now()
+    # A delete naming an id binds that id alone: a record of the same key under a new id is another record.
+    key_named = named_id is None or entity.key == ("id",)
     if not found:
         if exact:
             # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
             # A client's such delete binds only that client (see Tombstones.binds); Supabase's binds all.
             # It is stored on the caller's behalf, so it spends the caller's allowance like a reject.
-            key = entity.key_of(query) if all(name in query for name in entity.key) else None
+            key = entity.key_of(query) if key_named and all(name in query for name in entity.key) else None
             if engine.allowance is None or engine.allowance():
-                engine.tombstones.remember(entity, [(key, query.get("id"))], now, overwrite=False, by=write.writer)
+                engine.tombstones.remember(entity, [(key, named_id)], deleted_at, overwrite=False, by=write.writer)
         return 0
     # Tombstones first: if the delete then fails, a retry finds them and finishes it.
-    engine.tombstones.remember(entity, [(entity.key_of(doc), doc.get("id")) for doc in found], now, overwrite=True)
+    engine.tombstones.remember(entity, [(entity.key_of(doc) if key_named else None, doc.get("id")) for doc in found],
+                               deleted_at, overwrite=True)
     deleted = engine.commands.delete_each(collection, [doc["_id"] for doc in found])
     if engine.observer is not None:
         engine.observer(entity.collection, "deleted", deleted)
@@ -36,7 +50,7 @@ def delete(engine: Mirror, write: Write) -> int:
 
 
 def find_targets(engine: Mirror, entity: Entity, query: dict, fields: dict) -> list[dict]:
-    """The stored records a delete's query names.
+    """The stored records a delete's query names (by its key alone when it holds the key: ids are checked after).
 
     Guarded plan: by the query's fields (indexed; a document written by something else keeps its
     own _id). Point plan: a query that holds the key is a read by _id, the key being the _id of
@@ -44,9 +58,11 @@ def find_targets(engine: Mirror, entity: Entity, query: dict, fields: dict) -> l
     by its Supabase id are found by their fields, a scan on FerretDB v1 (docs/operations.md).
     """
     collection = engine.database[entity.collection]
-    if engine.commands.point and all(name in query for name in entity.key):
-        document = collection.find_one({"_id": entity.key_of(query)}, fields)
-        return [document] if document is not None else []
+    if all(name in query for name in entity.key):
+        if engine.commands.point:
+            document = collection.find_one({"_id": entity.key_of(query)}, fields)
+            return [document] if document is not None else []
+        query = {name: query[name] for name in entity.key}
     return list(collection.find(query, fields))
 
 
@@ -60,7 +76,8 @@ def delete_query(entity: Entity, selector) -> tuple[dict, bool]:
     except ValidationError as error:
         raise RecordRejected("Invalid delete.", field_errors(error)) from None
     if all(name in values for name in entity.key):
-        return {name: values[name] for name in entity.key}, True
+        named = {"id": values["id"]} if "id" in values else {}
+        return {**{name: values[name] for name in entity.key}, **named}, True
     if "id" in values:
         return {"id": values["id"]}, True
     if entity.clear_by and entity.clear_by in values:

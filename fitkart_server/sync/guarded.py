@@ -40,8 +40,10 @@ def guarded_upsert(engine: Mirror, write: Write, values: dict, doc_id: str) -> U
             if engine.tombstones.take_back_if_deleted(collection, entity, values, doc_id, write.writer):
                 return None  # a delete removed it: the read says stale
             return created
-    if engine.commands.point:
-        return None  # the rules in a filter would make the server scan: decided on a read by _id instead
+    if engine.commands.point or write.changed_at is not None or write.version is not None:
+        # Point plan: the rules in a filter would make the server scan. A change's own order (ordering.py)
+        # is decided on the read too.
+        return None
     return merge(engine, write, values, doc_id, owner_guard)
 
 
@@ -63,7 +65,7 @@ def new_document(engine: Mirror, write: Write, values: dict, doc_id: str) -> dic
     """A new record as stored: Supabase's defaults, the values sent, its bookkeeping and size (refused if too big)."""
     entity = write.entity
     document = {"_id": doc_id, **engine.to_storage(entity, entity.insert_defaults), **values,
-                PROVENANCE_FIELD: provenance(write.source, 1)}
+                PROVENANCE_FIELD: provenance(write, 1)}
     document[PROVENANCE_FIELD]["bytes"] = refuse_oversized(document)
     return document
 
@@ -74,7 +76,8 @@ def merge(engine: Mirror, write: Write, values: dict, doc_id: str, owner_guard: 
     sent_bytes = encoded_size(values)
     if sent_bytes is None:
         return None
-    update = {"$set": {**values, f"{PROVENANCE_FIELD}.written_at": utc_now(),
+    now = utc_now()
+    update = {"$set": {**values, f"{PROVENANCE_FIELD}.written_at": now, f"{PROVENANCE_FIELD}.changed_at": now,
                        f"{PROVENANCE_FIELD}.source": write.source},
               "$inc": {VERSION: 1, BYTES: sent_bytes}}
     conditions = [owner_guard, newer_than_stored(entity.timestamp_field, values), same_supabase_id(values),

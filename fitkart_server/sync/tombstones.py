@@ -96,7 +96,7 @@ class Tombstones:
                  overwrite: bool, by: str | None = None) -> None:
         """Create the tombstones (by key and by Supabase id) of deleted records.
 
-        An existing tombstone gets the new time when `overwrite` (and then binds everyone),
+        An existing tombstone gets the new time when `overwrite` and it is later (and then binds everyone),
         else stays as it is (a repeated delete of what is already gone changes nothing),
         except that a tombstone binding only some clients also binds `by` from then on.
         Insert first, update on a duplicate: an upsert would make FerretDB v1 scan the whole collection.
@@ -113,9 +113,9 @@ class Tombstones:
         """Fold a new delete into the tombstone already there (see `remember`)."""
         if self.commands.point and not overwrite:
             self._merge_on_read(tombstone_id, by)
-        elif overwrite:
+        elif overwrite:  # the later of two deletes' own times: one replayed late cannot move it back
             self.collection.update_one({"_id": tombstone_id},
-                                       {"$set": {"deleted_at": deleted_at}, "$unset": {"by": ""}})
+                                       {"$max": {"deleted_at": deleted_at}, "$unset": {"by": ""}})
         elif by is None:  # Supabase confirms a delete some clients made: it now binds all
             self.collection.update_one({"_id": tombstone_id, "by": {"$exists": True}}, {"$unset": {"by": ""}})
         else:  # another client's delete of nothing: it binds that client too (a few at most)

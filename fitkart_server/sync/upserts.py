@@ -12,6 +12,7 @@ from ..clock import as_utc
 from ..model.documents import PROVENANCE_FIELD
 from .guarded import guarded_upsert, new_document
 from .mirror import Mirror
+from .ordering import overtaken
 from .plan import stored_version
 from .tombstones import Finder
 from .write import (
@@ -104,7 +105,7 @@ def decide(engine: Mirror, write: Write, values: dict, current: dict | None,
         return UpsertOutcome("unchanged", engine.show(entity, current))
     version = stored_version(current)
     # The version makes this a compare-and-set: no lock, a retry on a lost race.
-    written = {**changes, PROVENANCE_FIELD: provenance(write.source, (version or 0) + 1)}
+    written = {**changes, PROVENANCE_FIELD: provenance(write, (version or 0) + 1, current.get(PROVENANCE_FIELD))}
     result = {**current, **written}
     written[PROVENANCE_FIELD]["bytes"] = refuse_oversized(result)
     return PlannedWrite(current["_id"], None, (version, {"$set": written}), result)
@@ -132,9 +133,10 @@ def make(engine: Mirror, write: Write, planned: PlannedWrite) -> UpsertOutcome |
 
 
 def is_stale(engine: Mirror, write: Write, current: dict, values: dict, find_tombstone: Finder) -> bool:
-    """Whether `values` is older than the stored record, or names a deleted Supabase id."""
+    """Whether `values` is older than the stored record (its timestamp, or the change's own order), or names a
+    deleted Supabase id."""
     entity = write.entity
-    if is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)):
+    if is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)) or overtaken(write, current):
         return True
     return values.get("id") not in (None, current.get("id")) and engine.tombstones.binds(
         entity, {"id": values["id"]}, find_tombstone, write.writer)

@@ -1,6 +1,7 @@
 """One write as asked (what, by whom, from where), and how a refusal of it is raised."""
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import bson
 from bson.errors import InvalidDocument
@@ -34,7 +35,10 @@ class Write:
     """One upsert or delete as asked; every rule reads its context from here.
 
     `authoritative` (repairs from Supabase, the source of truth) skips the staleness and
-    tombstone checks and clears the record's tombstones.
+    tombstone checks and clears the record's tombstones. `changed_at` is when the change was
+    made, as far as its path knows (a WAL change's commit, a queued write's arrival, a client's
+    stamp): a delete's tombstones carry it, never the time the server happens to apply it.
+    `version` is the client's order of its own changes to one record (see ClientVersion).
     """
 
     kind: object  # "upsert" or "delete"; whatever a malformed batch operation said
@@ -44,6 +48,8 @@ class Write:
     source: str = "client"
     route: str | None = None
     authoritative: bool = False
+    changed_at: datetime | None = None  # None: now, as it is applied
+    version: "ClientVersion | None" = None
 
     @property
     def collection(self) -> str | None:
@@ -58,6 +64,31 @@ class Write:
         return f"user:{self.caller.user_id}" if self.caller.user_id else f"role:{self.caller.role}"
 
 
+@dataclass(frozen=True, order=True)
+class ClientVersion:
+    """A client's stamp of one change: when it made it (ms since the epoch) and its outbox sequence.
+
+    A record's versions from one client increase; compared as (at, seq), an older one is stale.
+    """
+
+    at: int
+    seq: int
+
+    @property
+    def moment(self) -> datetime:
+        """When the client made the change."""
+        return datetime.fromtimestamp(self.at / 1000, UTC)
+
+    def stored(self) -> list[int]:
+        """As the record's bookkeeping keeps it."""
+        return [self.at, self.seq]
+
+    @classmethod
+    def of_stored(cls, value) -> "ClientVersion | None":
+        """What the bookkeeping kept (None: no client version)."""
+        return cls(*value) if isinstance(value, list) and len(value) == 2 else None
+
+
 def field_errors(error: ValidationError) -> dict:
     """Marshmallow's messages as a field → reasons mapping."""
     messages = error.messages
@@ -69,9 +100,16 @@ def missing(names) -> dict:
     return {name: [MISSING] for name in names}
 
 
-def provenance(source: str, version: int) -> dict:
-    """The mirror's own bookkeeping for a write, kept apart from Supabase columns."""
-    return {"written_at": utc_now(), "source": source, "version": version}
+def provenance(write: Write, version: int, before: dict | None = None) -> dict:
+    """The mirror's own bookkeeping for a write, kept apart from Supabase columns: when and how it was written,
+    when the change was made (its path's time, else now) and the last client version applied (this write's,
+    else the one kept `before`)."""
+    now = utc_now()
+    kept = {"written_at": now, "source": write.source, "version": version, "changed_at": write.changed_at or now}
+    client = write.version.stored() if write.version is not None else (before or {}).get("client")
+    if client is not None:
+        kept["client"] = client
+    return kept
 
 
 @dataclass(frozen=True)

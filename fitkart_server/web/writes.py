@@ -45,10 +45,10 @@ def _offline_engine(caller: Caller, source: str) -> SyncEngine:
 
 
 def _queue(kind: str, entity: Entity, payload, caller: Caller, source: str, route: str | None,
-           engine: SyncEngine) -> dict:
+           engine: SyncEngine, arrived: float) -> dict:
     """Validate and queue one write (SpoolFull when the spool is full); its answer."""
     engine.check(kind, entity, payload, caller=caller, source=source, route=route)
-    seq = get_spool().append(kind, entity.collection, payload, caller, source, route)
+    seq = get_spool().append(kind, entity.collection, payload, caller, source, route, arrived=arrived)
     get_replayer().kick()
     return {"result": QUEUED, "queued": seq}
 
@@ -66,6 +66,7 @@ def spool_is_empty() -> bool:
 
 def write(kind: str, entity: Entity, payload, *, route: str | None, source: str = "client") -> tuple[dict, int]:
     """Upsert or delete one record now (200), or queue it while the database is away (202)."""
+    arrived = time.time()  # a queued write is judged by when it came, not by when it is replayed
     caller = current_caller() if source == "client" else SERVICE
     if spool_is_empty():
         try:
@@ -77,11 +78,12 @@ def write(kind: str, entity: Entity, payload, *, route: str | None, source: str 
             return {"result": outcome.result, "record": outcome.record}, 200
         except UNREACHABLE:
             pass  # queued below; if it was half done, its replay finds it done (every write is idempotent)
-    return _queue(kind, entity, payload, caller, source, route, _offline_engine(caller, source)), 202
+    return _queue(kind, entity, payload, caller, source, route, _offline_engine(caller, source), arrived), 202
 
 
 def write_batch(operations: list, *, route: str | None) -> list:
     """Apply a batch now, or queue its operations while the database is away; one answer per operation."""
+    arrived = time.time()
     caller = current_caller()
     if spool_is_empty():
         try:
@@ -100,8 +102,9 @@ def write_batch(operations: list, *, route: str | None) -> list:
         except (RecordRejected, Forbidden) as refusal:
             answers.append(refusal)
     # One durable append for the whole batch (one fsync, not one per operation), and all of it or none.
-    sequences = get_spool().append_many([(write.kind, write.collection, write.payload, caller, "client", route)
-                                         for _, write in valid])
+    sequences = get_spool().append_many([(write.kind, write.collection, write.payload, caller, "client", route,
+                                          write.version and write.version.stored()) for _, write in valid],
+                                        arrived)
     get_replayer().kick()
     for (index, _), sequence in zip(valid, sequences, strict=True):
         answers[index] = {"result": QUEUED, "queued": sequence}

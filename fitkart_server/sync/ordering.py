@@ -1,0 +1,34 @@
+"""The order of truth between paths: a change is judged by when it was made, not when it arrives.
+
+Each stored record keeps, in its bookkeeping, when the change it last took was made
+(`changed_at`: a WAL change's commit, a queued write's arrival, a client's stamp, else the
+time it was applied) and the last client version applied to it (`client`). A client's change
+that is older than either is `stale`; so is a queued write older than the record's last change.
+Writes from Supabase itself (the WAL, repair) are applied whatever their order says: they are
+the truth, in commit order.
+"""
+
+from datetime import datetime
+
+from ..clock import as_utc, utc_now
+from ..model.documents import PROVENANCE_FIELD
+from .write import ClientVersion, Write
+
+
+def overtaken(write: Write, stored: dict) -> bool:
+    """Whether the stored record took a change made after this write's: a later client version, or a later time."""
+    kept = stored.get(PROVENANCE_FIELD) or {}
+    stored_version = ClientVersion.of_stored(kept.get("client"))
+    if write.version is not None and stored_version is not None and write.version < stored_version:
+        return True
+    stored_at = kept.get("changed_at")
+    return write.changed_at is not None and isinstance(stored_at, datetime) and \
+        as_utc(write.changed_at) < as_utc(stored_at)
+
+
+def change_time(version: ClientVersion | None, arrived: datetime | None = None) -> datetime | None:
+    """When a change was made: the client's stamp, never later than its arrival (a clock set ahead gains
+    nothing); the arrival alone when the client sent no version; None when neither is known."""
+    if version is None:
+        return arrived
+    return min(version.moment, as_utc(arrived or utc_now()))
