@@ -16,7 +16,10 @@ import {
   type UserRoleRecord,
   type WishlistItemRecord,
 } from "./records.js";
-import { ANYONE, MemoryStore, identify, mayBeSentBy, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
+import {
+  ANYONE, MemoryStore, identify, mayBeSentBy, type ChangeVersion, type OutboxStore, type QueuedOperation,
+  type StoredRejection,
+} from "./store.js";
 import { tokenSubject } from "./token.js";
 
 /** Returns the user's Supabase access token; `forceRefresh` after the server answered 401. */
@@ -140,6 +143,8 @@ interface Group extends Operation {
   seqs: number[];
   identity: string | null;
   owner: string;
+  /** The newest merged operation's version: the server answers an older one than it applied `stale`. */
+  version: ChangeVersion;
 }
 
 const DONE: Promise<void> = Promise.resolve();
@@ -158,6 +163,8 @@ const ENQUEUES_PER_WRITE = 1000;
 interface Unwritten {
   operation: Operation;
   owner: Promise<string>;
+  /** When the change was made (ms since the epoch): its version's time. */
+  madeAt: number;
   written: () => void;
 }
 
@@ -281,7 +288,7 @@ class LocalSyncClient implements LocalSync {
     const copy: Operation = { op: operation.op, collection: operation.collection, record };
     return new Promise<void>((written) => {
       // The owner is asked now, while the user who made the change is the signed-in one.
-      this.unwritten.push({ operation: copy, owner: this.ownerOf(record), written });
+      this.unwritten.push({ operation: copy, owner: this.ownerOf(record), madeAt: Date.now(), written });
       this.writing ??= this.writeUnwritten();
     });
   }
@@ -425,10 +432,9 @@ class LocalSyncClient implements LocalSync {
     while (this.unwritten.length > 0) {
       const chunk = this.unwritten.splice(0, ENQUEUES_PER_WRITE);
       const owners = await Promise.all(chunk.map((change) => change.owner));
-      const now = Date.now();
       try {
-        await this.store.append(chunk.map(({ operation }, index) => ({
-          ...operation, owner: owners[index]!, identity: identify(operation), queuedAt: now })));
+        await this.store.append(chunk.map(({ operation, madeAt }, index) => ({
+          ...operation, owner: owners[index]!, identity: identify(operation), queuedAt: madeAt })));
         this.storageError = null;
         // Counted at once, so status() agrees with the write as soon as enqueue resolves.
         const sendable = owners.filter((owner) => mayBeSentBy(owner, this.user)).length;
@@ -620,7 +626,7 @@ class LocalSyncClient implements LocalSync {
   private async send(batch: Group[], token: string | null, user: string | undefined,
     keepalive: boolean): Promise<Response | null> {
     const body = JSON.stringify({
-      operations: batch.map(({ op, collection, record }) => ({ op, collection, record })),
+      operations: batch.map(({ op, collection, record, version }) => ({ op, collection, record, version })),
     });
     const post = (bearer: string | null) => {
       const headers: Record<string, string> = { "Content-Type": "application/json" };
@@ -786,15 +792,17 @@ class LocalSyncClient implements LocalSync {
 /** Consecutive upserts of one record (and one owner) become one operation; nothing else merges. */
 export function coalesce(operations: QueuedOperation[]): Group[] {
   const groups: Group[] = [];
-  for (const { seq, op, collection, record, identity, owner } of operations) {
+  for (const { seq, op, collection, record, identity, owner, queuedAt } of operations) {
+    const version = { at: queuedAt, seq };
     const last = groups[groups.length - 1];
     // An operation of no known owner joins the owner's row before it: it goes with the same token.
     if (last && op === "upsert" && last.op === "upsert" && identity !== null && last.identity === identity &&
         (last.owner === owner || owner === ANYONE)) {
       last.record = { ...last.record, ...record };
       last.seqs.push(seq);
+      last.version = version;
     } else {
-      groups.push({ seqs: [seq], op, collection, record: { ...record }, identity, owner });
+      groups.push({ seqs: [seq], op, collection, record: { ...record }, identity, owner, version });
     }
   }
   return groups;

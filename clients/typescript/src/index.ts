@@ -11,7 +11,9 @@ export { coalesce, createLocalSync } from "./client.js";
 export type { AccessTokenGetter, LocalSync, LocalSyncOptions, Rejection, SyncError, SyncStatus } from "./client.js";
 export { IndexedDbStore } from "./indexeddb.js";
 export * from "./records.js";
-export { ANYONE, MemoryStore, identify, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
+export {
+  ANYONE, MemoryStore, identify, type ChangeVersion, type OutboxStore, type QueuedOperation, type StoredRejection,
+} from "./store.js";
 export { tokenSubject } from "./token.js";
 
 let shared: LocalSync | undefined;

@@ -11,6 +11,8 @@ import { ANYONE, type OutboxStore, type QueuedOperation, type StoreCounts, type 
 interface OutboxSchema extends DBSchema {
   operations: { key: number; value: QueuedOperation; indexes: { byOwner: [string, number] } };
   rejections: { key: number; value: StoredRejection };
+  /** The latest `queuedAt` handed out (key "clock"): a clock set back cannot make versions go backwards. */
+  meta: { key: string; value: number };
 }
 
 type Database = IDBPDatabase<OutboxSchema>;
@@ -25,12 +27,17 @@ export class IndexedDbStore implements OutboxStore {
 
   /** Open (or create) the database `name` with the global `indexedDB`. */
   constructor(name: string) {
-    this.database = openDB<OutboxSchema>(name, 1, {
-      upgrade(database) {
-        // autoIncrement: the store hands out the client-wide order, whichever tab appends.
-        const operations = database.createObjectStore("operations", { keyPath: "seq", autoIncrement: true });
-        operations.createIndex("byOwner", ["owner", "seq"]);
-        database.createObjectStore("rejections", { keyPath: "seq" });
+    this.database = openDB<OutboxSchema>(name, 2, {
+      upgrade(database, oldVersion) {
+        if (oldVersion < 1) {
+          // autoIncrement: the store hands out the client-wide order, whichever tab appends.
+          const operations = database.createObjectStore("operations", { keyPath: "seq", autoIncrement: true });
+          operations.createIndex("byOwner", ["owner", "seq"]);
+          database.createObjectStore("rejections", { keyPath: "seq" });
+        }
+        if (oldVersion < 2) {
+          database.createObjectStore("meta");
+        }
       },
       blocking(_current, _next, event) {
         // A newer version of this package wants to upgrade in another tab: let it.
@@ -40,8 +47,14 @@ export class IndexedDbStore implements OutboxStore {
   }
 
   async append(operations: Omit<QueuedOperation, "seq">[]): Promise<number[]> {
-    const transaction = (await this.database).transaction("operations", "readwrite");
-    const added = operations.map((operation) => transaction.store.add(operation as QueuedOperation));
+    const transaction = (await this.database).transaction(["operations", "meta"], "readwrite");
+    const meta = transaction.objectStore("meta");
+    let clock = (await meta.get("clock")) ?? 0;
+    const added = operations.map((operation) => {
+      clock = Math.max(clock, operation.queuedAt);
+      return transaction.objectStore("operations").add({ ...operation, queuedAt: clock } as QueuedOperation);
+    });
+    void meta.put(clock, "clock");
     const [seqs] = await Promise.all([Promise.all(added), transaction.done]);
     return seqs;
   }

@@ -17,8 +17,20 @@ export interface QueuedOperation extends Operation {
   owner: string;
   /** The record it names (null: a clear, or a delete by Supabase id): upserts of one record may merge. */
   identity: string | null;
-  /** When it was queued (ms since the epoch). */
+  /**
+   * When the change was made (ms since the epoch), never earlier than any change queued before it in
+   * this store (the store keeps it so, whatever the clock does): with `seq`, the change's version.
+   */
   queuedAt: number;
+}
+
+/**
+ * A change's version as the server reads it: later changes to a record carry larger ones (compared
+ * as `at`, then `seq`), so a request that lands after a newer one is answered `stale`.
+ */
+export interface ChangeVersion {
+  at: number;
+  seq: number;
 }
 
 /** An operation the server refused for good, kept until the app acknowledges it. */
@@ -43,7 +55,11 @@ export interface StoreCounts {
 
 /** The outbox's storage: IndexedDB in a browser (indexeddb.ts), memory elsewhere. */
 export interface OutboxStore {
-  /** Append operations in the order given, in one write; returns their sequence numbers. */
+  /**
+   * Append operations in the order given, in one write; returns their sequence numbers. Each `queuedAt`
+   * is raised to the latest one this store has handed out, so versions keep increasing when the clock
+   * is set back (across sessions too).
+   */
   append(operations: Omit<QueuedOperation, "seq">[]): Promise<number[]>;
   /** The oldest `count` operations `owner` may send (its own and `ANYONE`'s), by sequence; `undefined`: anyone's. */
   head(owner: string | undefined, count: number): Promise<QueuedOperation[]>;
@@ -79,11 +95,13 @@ export class MemoryStore implements OutboxStore {
   private operations: QueuedOperation[] = [];
   private rejected: StoredRejection[] = [];
   private nextSeq = 1;
+  private clock = 0;
 
   async append(operations: Omit<QueuedOperation, "seq">[]): Promise<number[]> {
     return operations.map((operation) => {
       const seq = this.nextSeq++;
-      this.operations.push(copy({ ...operation, seq }));
+      this.clock = Math.max(this.clock, operation.queuedAt);
+      this.operations.push(copy({ ...operation, queuedAt: this.clock, seq }));
       return seq;
     });
   }

@@ -124,6 +124,42 @@ describe("queueing", () => {
     assert.deepEqual(await sync.queued(), []);
   });
 
+  /** Each operation carries its version (when it was made, its outbox sequence); merged upserts the newest. */
+  test("every operation is sent with a version that grows with each change, merged upserts with the last", async () => {
+    const server = new FakeServer();
+    const sync = client(server);
+    const before = Date.now();
+    await sync.syncCartItem(cartRow(ID1));
+    await sync.syncCartItem({ id: ID1, quantity: 3 });
+    await sync.deleteCartItem(ID2);
+    const queued = await sync.queued();
+    await sync.flush();
+    const versions = server.sent[0]!.versions;
+    assert.equal(server.sent[0]!.operations.length, 2, "the two upserts of one row go as one");
+    assert.deepEqual(versions, [{ at: queued[1]!.queuedAt, seq: queued[1]!.seq },
+      { at: queued[2]!.queuedAt, seq: queued[2]!.seq }]);
+    assert.ok(versions[0]!.at >= before && versions[1]!.at >= versions[0]!.at && versions[1]!.seq > versions[0]!.seq);
+  });
+
+  /** A clock set back (a reopened browser, a corrected time) cannot make a later change look older. */
+  test("versions keep growing when the clock goes back, across sessions of one outbox", async () => {
+    const name = uniqueName();
+    const realNow = Date.now;
+    const server = new FakeServer();
+    try {
+      const first = client(server, { name });
+      await first.syncCartItem(cartRow(ID1));
+      first.stop();
+      Date.now = () => realNow() - 3_600_000;
+      const second = client(server, { name });
+      await second.syncCartItem({ id: ID1, quantity: 5 });
+      const [older, newer] = await second.queued();
+      assert.ok(newer!.queuedAt >= older!.queuedAt, `${newer!.queuedAt} < ${older!.queuedAt}`);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   /** Each method queues its operation: the collection, upsert or delete, and the record it names. */
   test("every method maps to its operation", async () => {
     const server = new FakeServer();

@@ -185,6 +185,37 @@ describe("against the real server", () => {
     assert.equal(await db.collection("sync_rejects").countDocuments(), 0);
   });
 
+  /** A request held by the network past the client's timeout, landing after its retry, is stale: the newer stays. */
+  test("a request that lands after its retry changes nothing: its version is older", async () => {
+    await db.dropDatabase();
+    const sync = await server();
+    await sync.start();
+    const held: { url: string; init: RequestInit }[] = [];
+    let holding = false;
+    const local = client(sync.url, { requestTimeoutMs: 300, fetch: (input, init) => {
+      if (!holding) {
+        return fetch(input, init);
+      }
+      holding = false;
+      held.push({ url: String(input), init: { method: init?.method, headers: init?.headers, body: init?.body } });
+      // A slow network: nothing comes back before the client's own timeout aborts the request.
+      return new Promise<Response>((_resolve, reject) => init?.signal?.addEventListener("abort",
+        () => reject(init.signal!.reason)));
+    } });
+    const row = { id: randomUUID(), user_id: randomUUID(), product_id: randomUUID(), size: "M", quantity: 1,
+      created_at: "2025-12-19T14:24:01.000+00:00" };
+    await local.syncCartItem(row);
+    assert.equal((await local.flush()).pending, 0);
+    await local.syncCartItem({ id: row.id, quantity: 2 });
+    holding = true;
+    assert.equal((await local.flush()).pending, 1, "the held request timed out: the change is still queued");
+    await local.syncCartItem({ id: row.id, quantity: 3 });
+    assert.equal((await local.flush()).pending, 0);
+    const late = await fetch(held[0]!.url, held[0]!.init);
+    assert.deepEqual(((await late.json()) as { results: { result: string }[] }).results.map((r) => r.result), ["stale"]);
+    assert.equal((await stored(db, "cart_items"))[0]!.quantity, 3);
+  });
+
   /** A new client on the same name (a reload) finds and sends what the old one queued. */
   test("a reload (a new client on the same name) loses nothing queued while the server was down", async () => {
     await db.dropDatabase();

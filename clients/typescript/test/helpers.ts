@@ -1,12 +1,15 @@
 /** A fake FitKart Sync for unit tests: records each batch, answers as a handler says, and a settable /healthz. */
 
 import type { CartItemRecord, Operation } from "../src/records.js";
-import { MemoryStore, type QueuedOperation } from "../src/store.js";
+import { MemoryStore, type ChangeVersion, type QueuedOperation } from "../src/store.js";
 
 export interface SentBatch {
   url: string;
   headers: Record<string, string>;
+  /** The operations as sent, without their versions. */
   operations: Operation[];
+  /** Each operation's version, in order. */
+  versions: (ChangeVersion | undefined)[];
 }
 
 export type Answer = { status: number; body?: unknown } | Error;
@@ -39,10 +42,13 @@ export class FakeServer {
       this.probes += 1;
       return json(this.healthy ? 200 : 503, this.healthy ? { status: "ok" } : { code: 503, message: "down" });
     }
+    const sent = (JSON.parse(String(init?.body)) as { operations: (Operation & { version?: ChangeVersion })[] })
+      .operations;
     const batch: SentBatch = {
       url,
       headers: Object.fromEntries(Object.entries((init?.headers ?? {}) as Record<string, string>)),
-      operations: (JSON.parse(String(init?.body)) as { operations: Operation[] }).operations,
+      operations: sent.map(({ version: _version, ...operation }) => operation),
+      versions: sent.map(({ version }) => version),
     };
     this.sent.push(batch);
     const answer = this.answer(batch, this.sent.length - 1);
