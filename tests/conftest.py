@@ -126,6 +126,12 @@ def write_plan(request) -> str:
     return getattr(request, "param", "auto")
 
 
+def pytest_addoption(parser):
+    """`--soak N`: run N examples of the convergence property (tests/test_convergence.py) instead of CI's few."""
+    parser.addoption("--soak", type=int, default=0, metavar="N",
+                     help="examples of the convergence property to run (default: a few, fixed)")
+
+
 def pytest_generate_tests(metafunc):
     """A module's tests run once per plan in its WRITE_PLANS (the engine's rules hold under each)."""
     plans = getattr(metafunc.module, "WRITE_PLANS", None)
