@@ -47,11 +47,14 @@ class MoneyField(DynamicField):
 
 
 class Provenance(EmbeddedDocument):
-    """When and through which path the server last wrote a document."""
+    """When and through which path the server last wrote a document, and the order of the change it took."""
 
     written_at = DateTimeField(required=True)
     source = StringField(required=True, choices=("client", "webhook", "reconcile", "wal"))
     version = IntField(required=True, min_value=1)
+    # When the change it last took was made, and the last client version applied (sync/ordering.py).
+    changed_at = DateTimeField()
+    client = ListField(IntField())
 
 
 class MirrorDocument(Document):
