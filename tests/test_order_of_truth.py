@@ -5,7 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
+from pymongo.errors import ConnectionFailure
 
+from fitkart_server.sync.engine import SyncEngine
 from testbed.data.records import cart_item, new_id, profile, user_role, wishlist_item
 from testbed.waiting import wait_until
 
@@ -158,3 +160,75 @@ def test_a_malformed_version_refuses_that_operation(client, mongo, version):
     assert second["result"] == "created"
     assert mongo.cart_items.count_documents({"id": row["id"]}) == 0
 
+
+
+# -- Between the paths ------------------------------------------------------------------------------------------
+
+def ms(moment: datetime | None = None) -> int:
+    """A client's version time: ms since the epoch."""
+    return int((moment or datetime.now(UTC)).timestamp() * 1000)
+
+
+def test_a_version_stamped_ahead_of_the_clock_gains_nothing(client, mongo):
+    """A phone whose clock is a day ahead, then a laptop's later change: the later one is applied (a version's
+    time is capped at its arrival), and a version far past the year 9999 is no error."""
+    row = cart_item(quantity=1)
+    phone = client.post("/api/sync/batch", json={"operations": [
+        upsert("cart_items", row, {"at": ms() + 86_400_000, "seq": 7})]})
+    assert phone.json["results"][0]["result"] == "created"
+    laptop = client.post("/api/sync/batch", json={"operations": [
+        upsert("cart_items", {"id": row["id"], "quantity": 4}, {"at": ms() + 50, "seq": 1})]})
+    assert laptop.json["results"][0]["result"] == "updated"
+    far = client.post("/api/sync/batch", json={"operations": [
+        upsert("cart_items", {"id": row["id"], "quantity": 5}, {"at": 2**53 - 1, "seq": 2})]})
+    assert far.status_code == 200 and far.json["results"][0]["result"] == "updated"
+    assert mongo.cart_items.find_one({"id": row["id"]})["quantity"] == 5
+
+
+def test_a_webhook_delete_binds_older_versions_of_its_key_not_a_new_row(hooks, mongo):
+    """The DELETE webhook of a profile: a held write of that profile without its id (the old client sends none),
+    no newer than the deleted row, is stale; a profile made again after it is not."""
+    row = profile(created_at=now_stamp(timedelta(seconds=-60)), updated_at=now_stamp(timedelta(seconds=-60)))
+    assert deliver(hooks, event("INSERT", "profiles", row)).status_code == 200
+    assert deliver(hooks, event("DELETE", "profiles", old=row)).json["deleted"] == 1
+    held = {name: value for name, value in row.items() if name != "id"} | {"full_name": "held edit"}
+    assert hooks.post("/api/sync/profile", json=held).json["result"] == "stale"
+    assert mongo.profiles.count_documents({"user_id": row["user_id"]}) == 0
+    again = {**row, "id": new_id(), "created_at": now_stamp(), "updated_at": now_stamp()}
+    assert deliver(hooks, event("INSERT", "profiles", again)).json["result"] == "created"
+
+
+def test_a_client_delete_made_after_the_row_but_before_its_webhook_arrived_applies(hooks, mongo):
+    """A heart given, then taken back; the INSERT webhook arrives after both were made: the client's delete is
+    newer than the row (a webhook's change is as old as its row's timestamp, not its arrival)."""
+    heart = wishlist_item(created_at=now_stamp(timedelta(seconds=-1)))
+    assert deliver(hooks, event("INSERT", "wishlist_items", heart)).json["result"] == "created"
+    gone = hooks.post("/api/sync/batch", json={"operations": [
+        delete("wishlist_items", {"user_id": heart["user_id"], "product_id": heart["product_id"]},
+               {"at": ms() - 200, "seq": 2})]})
+    assert gone.json["results"][0] == {"deleted": 1}
+
+
+def test_a_batch_half_applied_when_the_database_went_away_ends_at_its_last_change(client, mongo, monkeypatch):
+    """An unversioned batch changes a cart row twice; the database goes away after the first, so the whole batch
+    is queued and replayed: both are judged by the request's arrival, the same for the one applied, and the row
+    ends at the second."""
+    row = cart_item(quantity=1)
+    assert client.post("/api/sync/batch", json={"operations": [upsert("cart_items", row)]}).status_code == 200
+    real = SyncEngine.apply_batch
+    failed = []
+
+    def away_after_the_first(self, operations, **options):
+        if failed:
+            return real(self, operations, **options)
+        failed.append(True)
+        real(self, operations[:1], **options)
+        raise ConnectionFailure("the database went away")
+
+    monkeypatch.setattr(SyncEngine, "apply_batch", away_after_the_first)
+    answer = client.post("/api/sync/batch", json={"operations": [
+        upsert("cart_items", {"id": row["id"], "quantity": 2}),
+        upsert("cart_items", {"id": row["id"], "quantity": 3})]})
+    assert [result["result"] for result in answer.json["results"]] == ["queued", "queued"]
+    assert wait_until(lambda: client.get("/readyz").json["spool"]["entries"] == 0)
+    assert mongo.cart_items.find_one({"id": row["id"]})["quantity"] == 3

@@ -1,7 +1,9 @@
 """The spool: writes the database cannot take now are kept on disk, answered 202, and applied in order later."""
 
+import json
 import os
 import signal
+import sqlite3
 import time
 
 import pymongo
@@ -9,6 +11,7 @@ import pytest
 from pymongo import monitoring
 
 from fitkart_server.model.policy import Caller
+from fitkart_server.storage.spool import add_column
 from testbed.commands import WriteCommands
 from testbed.data.records import cart_item, new_id, order, profile
 from testbed.servers.gunicorn import GunicornServer, request
@@ -246,3 +249,23 @@ def test_a_backlog_of_one_callers_mixed_writes_is_replayed_in_runs(spool_app, da
     # records: inserted, then changed); the stale create writes nothing.
     point = spool_app.extensions["fitkart_store"].chosen_write_plan == "point"
     assert writes == ["insert", "delete", "insert", "findAndModify" if point else "update"]
+
+
+def test_a_spool_written_by_an_earlier_release_is_upgraded_and_replayed(make_app, database_uri, decimal_mode,
+                                                                          local_files, mongo):
+    """A spool file without the client-version column (written before clients sent versions): the server adds
+    the column and replays what the file held."""
+    row = cart_item()
+    with sqlite3.connect(local_files["FITKART_SPOOL_PATH"]) as old:
+        old.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
+                    "kind TEXT NOT NULL, collection TEXT, body TEXT NOT NULL, role TEXT NOT NULL, user_id TEXT, "
+                    "source TEXT NOT NULL, route TEXT, size INTEGER NOT NULL)")
+        old.execute("INSERT INTO entries (at, kind, collection, body, role, source, route, size) "
+                    "VALUES (?, 'upsert', 'cart_items', ?, 'service_role', 'client', '/api/sync/cart', 10)",
+                    (time.time(), json.dumps(row)))
+    client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode).test_client()
+    client.get("/readyz")
+    assert wait_until(lambda: mongo.cart_items.count_documents({"id": row["id"]}) == 1)
+    with sqlite3.connect(local_files["FITKART_SPOOL_PATH"]) as upgraded:
+        add_column(upgraded, "entries", "version TEXT")  # a second worker's attempt: already there, no error
+        assert "version" in {column[1] for column in upgraded.execute("PRAGMA table_info(entries)")}

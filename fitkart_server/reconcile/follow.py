@@ -124,8 +124,10 @@ def moved_key(engine: SyncEngine, write: Write) -> int:
     """An update that changed the mirror's key (a profile's user_id, a wishlist row's product): the document
     under the old key holds this Supabase id. It goes, and the row is written under its new key; 1 if refused."""
     try:
-        engine.delete_records(write.entity, {"id": write.payload["id"]}, source="wal", route=ROUTE)
-        engine.upsert_record(write.entity, write.payload, source="wal", route=ROUTE, authoritative=True)
+        engine.delete_records(write.entity, {"id": write.payload["id"]}, source="wal", route=ROUTE,
+                              changed_at=write.changed_at)
+        engine.upsert_record(write.entity, write.payload, source="wal", route=ROUTE, authoritative=True,
+                             changed_at=write.changed_at)
     except RecordRejected:
         return 1
     return 0

@@ -43,6 +43,19 @@ SCHEMA = (
 )
 
 
+def add_column(connection: sqlite3.Connection, table: str, column: str) -> None:
+    """Add a column a spool written by an older release lacks; a worker starting beside another may lose the race
+    to add it, which is no failure."""
+    name = column.split()[0]
+    if name in {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}:
+        return
+    try:
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    except sqlite3.OperationalError as error:
+        if "duplicate column" not in str(error):
+            raise
+
+
 class SpoolFull(Exception):
     """The spool holds FITKART_SPOOL_MAX_MB already: the write cannot be kept."""
 
@@ -93,9 +106,7 @@ class Spool:
             connection.execute("PRAGMA synchronous=FULL")
             for statement in SCHEMA:
                 connection.execute(statement)
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(entries)")}
-            if "version" not in columns:  # a spool written before clients sent versions
-                connection.execute("ALTER TABLE entries ADD COLUMN version TEXT")
+            add_column(connection, "entries", "version TEXT")  # a spool written before clients sent versions
             self._local.connection, self._local.pid = connection, os.getpid()
         return self._local.connection
 

@@ -7,6 +7,8 @@ per table; the few writes that collide or lose a race are redone one by one. A d
 record met again, is applied alone and starts the next run.
 """
 
+from datetime import datetime
+
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection
@@ -63,17 +65,19 @@ class OperationSchema(Schema):
 OPERATION = OperationSchema()
 
 
-def operation_write(operation, caller: Caller, source: str, route: str | None) -> Write:
-    """A batch operation as the write it asks for; refused when it is not a well-formed one."""
+def operation_write(operation, caller: Caller, source: str, route: str | None,
+                    arrived: datetime | None = None) -> Write:
+    """A batch operation as the write it asks for (made when its version says, or when it `arrived`); refused
+    when it is not a well-formed one."""
     if not isinstance(operation, dict):
         raise RecordRejected("An operation is a JSON object.")
     try:
         parts = OPERATION.load(operation, unknown=EXCLUDE)  # other keys are ignored, as ever
     except ValidationError as error:
         raise RecordRejected("Invalid operation.", field_errors(error)) from None
-    version = ClientVersion(**parts["version"]) if "version" in parts else None
+    version = ClientVersion.capped(parts["version"], arrived) if "version" in parts else None
     return Write(parts["op"], BY_COLLECTION[parts["collection"]], parts["record"], caller, source, route,
-                 changed_at=change_time(version), version=version)
+                 changed_at=change_time(version, arrived), version=version)
 
 
 def malformed(operation, caller: Caller, source: str, route: str | None) -> Write:
@@ -81,13 +85,14 @@ def malformed(operation, caller: Caller, source: str, route: str | None) -> Writ
     return Write(operation.get("op") if isinstance(operation, dict) else None, None, operation, caller, source, route)
 
 
-def apply(engine: Mirror, operations: list, caller: Caller, source: str, route: str | None) -> list:
+def apply(engine: Mirror, operations: list, caller: Caller, source: str, route: str | None,
+          arrived: datetime | None = None) -> list:
     """Each operation's result dict, or the exception that refused it (kept in sync_rejects), in order."""
-    writes = _well_formed(operations, caller, source, route)
+    writes = _well_formed(operations, caller, source, route, arrived)
     if writes is None:
         # In order, each operation read as it is reached: refusals are kept (and the caller's allowance
         # spent) in the order the operations came.
-        return [_apply_operation(engine, operation, caller, source, route) for operation in operations]
+        return [_apply_operation(engine, operation, caller, source, route, arrived) for operation in operations]
     return apply_writes(engine, writes)
 
 
@@ -139,18 +144,20 @@ def _apply_upserts(engine: Mirror, items: list[tuple[int, Write]], answers: list
         _apply_bulk(engine, table_items, answers)
 
 
-def _well_formed(operations: list, caller: Caller, source: str, route: str | None) -> list[Write] | None:
+def _well_formed(operations: list, caller: Caller, source: str, route: str | None,
+                 arrived: datetime | None) -> list[Write] | None:
     """Every operation as its write, or None when any is malformed (nothing is kept here)."""
     try:
-        return [operation_write(operation, caller, source, route) for operation in operations]
+        return [operation_write(operation, caller, source, route, arrived) for operation in operations]
     except RecordRejected:
         return None
 
 
-def _apply_operation(engine: Mirror, operation, caller: Caller, source: str, route: str | None):
+def _apply_operation(engine: Mirror, operation, caller: Caller, source: str, route: str | None,
+                     arrived: datetime | None):
     """One operation's result, or the exception that refused it (kept in sync_rejects)."""
     try:
-        write = engine.operation_write(operation, caller=caller, source=source, route=route)
+        write = engine.operation_write(operation, caller=caller, source=source, route=route, arrived=arrived)
     except RecordRejected as refusal:
         return refusal
     return apply_one(engine, write)

@@ -1,8 +1,10 @@
 """Deletes: by key, by Supabase id, or every record of a user; each leaves tombstones behind."""
 
+from datetime import datetime
+
 from marshmallow import ValidationError
 
-from ..clock import utc_now
+from ..clock import as_utc, utc_now
 from ..model.documents import PROVENANCE_FIELD
 from ..model.entities import Entity
 from .mirror import Mirror
@@ -21,7 +23,8 @@ def delete(engine: Mirror, write: Write) -> int:
     query, exact = delete_query(entity, write.payload)
     collection = engine.database[entity.collection]
     owner = getattr(entity.rules, "owner_field", None)
-    fields = {"_id": 1, "id": 1, PROVENANCE_FIELD: 1, **{name: 1 for name in (*entity.key, owner) if name}}
+    fields = {"_id": 1, "id": 1, PROVENANCE_FIELD: 1, entity.timestamp_field: 1,
+              **{name: 1 for name in (*entity.key, owner) if name}}
     named_id = query.get("id")
     found = [doc for doc in find_targets(engine, entity, query, fields)
              if named_id is None or doc.get("id") in (None, named_id)]
@@ -29,24 +32,54 @@ def delete(engine: Mirror, write: Write) -> int:
     if write.source == "client":
         found = [doc for doc in found if not overtaken(write, doc)]
     deleted_at = write.changed_at or utc_now()
-    # A delete naming an id binds that id alone: a record of the same key under a new id is another record.
+    # A delete naming an id binds that id, and its key only through the deleted row's own time: a record of the
+    # same key made after it (a new id) is another record.
     key_named = named_id is None or entity.key == ("id",)
+    sent = sent_stamp(entity, write.payload)
     if not found:
         if exact:
             # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
             # A client's such delete binds only that client (see Tombstones.binds); Supabase's binds all.
             # It is stored on the caller's behalf, so it spends the caller's allowance like a reject.
-            key = entity.key_of(query) if key_named and all(name in query for name in entity.key) else None
+            through = None if key_named else latest(sent, write.changed_at if write.source == "wal" else None)
+            key = entity.key_of(query) if (key_named or through) and all(name in query for name in entity.key) \
+                else None
             if engine.allowance is None or engine.allowance():
-                engine.tombstones.remember(entity, [(key, named_id)], deleted_at, overwrite=False, by=write.writer)
+                engine.tombstones.remember(entity, [(key, named_id, through)], deleted_at, overwrite=False,
+                                           by=write.writer)
         return 0
     # Tombstones first: if the delete then fails, a retry finds them and finishes it.
-    engine.tombstones.remember(entity, [(entity.key_of(doc) if key_named else None, doc.get("id")) for doc in found],
+    engine.tombstones.remember(entity, [deleted_row(entity, write, doc, key_named, sent) for doc in found],
                                deleted_at, overwrite=True)
     deleted = engine.commands.delete_each(collection, [doc["_id"] for doc in found])
     if engine.observer is not None:
         engine.observer(entity.collection, "deleted", deleted)
     return deleted
+
+
+def deleted_row(entity: Entity, write: Write, doc: dict, key_named: bool,
+                sent: datetime | None) -> tuple[str | None, str | None, datetime | None]:
+    """A deleted record's tombstones: its key (bound through the row's own time when the delete named its id;
+    not at all when no time is known), its id."""
+    if key_named:
+        return entity.key_of(doc), doc.get("id"), None
+    through = latest(sent, doc.get(entity.timestamp_field), write.changed_at if write.source == "wal" else None)
+    return (entity.key_of(doc) if through else None), doc.get("id"), through
+
+
+def sent_stamp(entity: Entity, selector) -> datetime | None:
+    """The deleted row's own timestamp, when the delete carries it (a webhook's `old_record` does)."""
+    try:
+        stamp = entity.schema.load({entity.timestamp_field: selector[entity.timestamp_field]}, partial=True)
+    except (ValidationError, KeyError, TypeError):
+        return None
+    return stamp.get(entity.timestamp_field)
+
+
+def latest(*moments: datetime | None) -> datetime | None:
+    """The latest of the moments known (None when none is)."""
+    known = [as_utc(moment) for moment in moments if isinstance(moment, datetime)]
+    return max(known) if known else None
 
 
 def find_targets(engine: Mirror, entity: Entity, query: dict, fields: dict) -> list[dict]:

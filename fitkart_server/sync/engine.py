@@ -10,6 +10,7 @@ this class is that Mirror with the only ways in: each public method records its 
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from ..bounds import ErrorBudget
 from ..model.entities import Entity
@@ -27,28 +28,29 @@ class SyncEngine(Mirror):
     # -- the ways in ------------------------------------------------------------
 
     def upsert_record(self, entity: Entity, payload, *, caller: Caller = SERVICE, source: str = "client",
-                      route: str | None = None, authoritative: bool = False) -> UpsertOutcome:
+                      route: str | None = None, authoritative: bool = False,
+                      changed_at: datetime | None = None) -> UpsertOutcome:
         """Create or merge one record by its key; refuse stale versions and other users' rows (see Write)."""
-        write = Write("upsert", entity, payload, caller, source, route, authoritative)
+        write = Write("upsert", entity, payload, caller, source, route, authoritative, changed_at)
         with self._refusals_kept(write):
             return upserts.upsert(self, write)
 
     def delete_records(self, entity: Entity, selector, *, caller: Caller = SERVICE, source: str = "client",
-                       route: str | None = None) -> int:
+                       route: str | None = None, changed_at: datetime | None = None) -> int:
         """Delete by key, by Supabase id, or every record of a user; leave tombstones."""
-        write = Write("delete", entity, selector, caller, source, route)
+        write = Write("delete", entity, selector, caller, source, route, changed_at=changed_at)
         with self._refusals_kept(write):
             return deletes.delete(self, write)
 
     def apply_batch(self, operations: list, *, caller: Caller = SERVICE, source: str = "client",
-                    route: str | None = None) -> list:
+                    route: str | None = None, arrived: datetime | None = None) -> list:
         """Apply a batch in order; each item of the answer is a result dict or the refusal exception.
 
         Its refusals share one budget of field errors, so a batch of hostile records answers briefly.
         """
         self.error_budget = ErrorBudget()
         try:
-            return batch.apply(self, operations, caller, source, route)
+            return batch.apply(self, operations, caller, source, route, arrived)
         finally:
             self.error_budget = None
 
@@ -60,10 +62,11 @@ class SyncEngine(Mirror):
         """
         return batch.apply_writes(self, writes)
 
-    def operation_write(self, operation, *, caller: Caller, source: str, route: str | None) -> Write:
+    def operation_write(self, operation, *, caller: Caller, source: str, route: str | None,
+                        arrived: datetime | None = None) -> Write:
         """A batch operation as the write it asks for; refused (and kept) when it is not a well-formed one."""
         with self._refusals_kept(batch.malformed(operation, caller, source, route)):
-            return batch.operation_write(operation, caller, source, route)
+            return batch.operation_write(operation, caller, source, route, arrived)
 
     def check(self, kind: str, entity: Entity, payload, *, caller: Caller, source: str,
               route: str | None) -> None:

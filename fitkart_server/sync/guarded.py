@@ -25,6 +25,8 @@ from .write import UpsertOutcome, Write, provenance, refuse_oversized
 # The stored size bound every record keeps in its bookkeeping (see `size_guard`).
 BYTES = f"{PROVENANCE_FIELD}.bytes"
 VERSION = f"{PROVENANCE_FIELD}.version"
+# When the change the record last took was made (sync/ordering.py): an older change is not merged here.
+CHANGED_AT = f"{PROVENANCE_FIELD}.changed_at"
 
 
 def guarded_upsert(engine: Mirror, write: Write, values: dict, doc_id: str) -> UpsertOutcome | None:
@@ -40,9 +42,8 @@ def guarded_upsert(engine: Mirror, write: Write, values: dict, doc_id: str) -> U
             if engine.tombstones.take_back_if_deleted(collection, entity, values, doc_id, write.writer):
                 return None  # a delete removed it: the read says stale
             return created
-    if engine.commands.point or write.changed_at is not None or write.version is not None:
-        # Point plan: the rules in a filter would make the server scan. A change's own order (ordering.py)
-        # is decided on the read too.
+    if engine.commands.point or write.version is not None:
+        # Point plan: the rules in a filter would make the server scan. A client's version is compared on the read.
         return None
     return merge(engine, write, values, doc_id, owner_guard)
 
@@ -77,10 +78,12 @@ def merge(engine: Mirror, write: Write, values: dict, doc_id: str, owner_guard: 
     if sent_bytes is None:
         return None
     now = utc_now()
-    update = {"$set": {**values, f"{PROVENANCE_FIELD}.written_at": now, f"{PROVENANCE_FIELD}.changed_at": now,
+    changed_at = write.changed_at or now
+    update = {"$set": {**values, f"{PROVENANCE_FIELD}.written_at": now, f"{PROVENANCE_FIELD}.changed_at": changed_at,
                        f"{PROVENANCE_FIELD}.source": write.source},
               "$inc": {VERSION: 1, BYTES: sent_bytes}}
-    conditions = [owner_guard, newer_than_stored(entity.timestamp_field, values), same_supabase_id(values),
+    conditions = [owner_guard, newer_than_stored(entity.timestamp_field, values),
+                  newer_than_stored(CHANGED_AT, {CHANGED_AT: changed_at}), same_supabase_id(values),
                   size_guard(sent_bytes), changes_something(entity, values)]
     query = {"_id": doc_id, "$and": [condition for condition in conditions if condition]}
     try:

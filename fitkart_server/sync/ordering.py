@@ -27,8 +27,8 @@ def overtaken(write: Write, stored: dict) -> bool:
 
 
 def change_time(version: ClientVersion | None, arrived: datetime | None = None) -> datetime | None:
-    """When a change was made: the client's stamp, never later than its arrival (a clock set ahead gains
-    nothing); the arrival alone when the client sent no version; None when neither is known."""
+    """When a change was made: the client's stamp (capped at its arrival: ClientVersion.capped); the arrival
+    alone when the client sent no version; None when neither is known (now, as it is applied)."""
     if version is None:
         return arrived
     return min(version.moment, as_utc(arrived or utc_now()))

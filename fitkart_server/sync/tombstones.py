@@ -76,7 +76,7 @@ class Tombstones:
         by_key = key_tombstone(entity, entity.key_of(values))
         # Where the key is the id, both are one tombstone: it was looked up already.
         found = seen[by_key] if by_key in seen else find(by_key)
-        return binding(found) and as_utc(found["deleted_at"]) >= stamp
+        return binding(found) and as_utc(found.get("binds_through") or found["deleted_at"]) >= stamp
 
     def take_back_if_deleted(self, collection: Collection, entity: Entity, values: dict, doc_id: str,
                              writer: str | None) -> bool:
@@ -92,30 +92,37 @@ class Tombstones:
         collection.delete_one({"_id": doc_id})
         return True
 
-    def remember(self, entity: Entity, records: list[tuple[str | None, str | None]], deleted_at: datetime, *,
-                 overwrite: bool, by: str | None = None) -> None:
-        """Create the tombstones (by key and by Supabase id) of deleted records.
+    def remember(self, entity: Entity, records: list[tuple[str | None, str | None, datetime | None]],
+                 deleted_at: datetime, *, overwrite: bool, by: str | None = None) -> None:
+        """Create the tombstones (by key and by Supabase id) of deleted records: (key, id, binds through).
+
+        A key tombstone binds versions of the key stamped up to its `binds_through` (the time given,
+        else the delete's): a delete that named one Supabase id binds only what is not newer than the
+        row it deleted, never a row made again after it.
 
         An existing tombstone gets the new time when `overwrite` and it is later (and then binds everyone),
         else stays as it is (a repeated delete of what is already gone changes nothing),
         except that a tombstone binding only some clients also binds `by` from then on.
         Insert first, update on a duplicate: an upsert would make FerretDB v1 scan the whole collection.
         """
-        for key, record_id in records:
+        for key, record_id, through in records:
             for tombstone_id in tombstone_ids(entity, key, record_id):
-                tombstone = {"_id": tombstone_id, "collection": entity.collection, "deleted_at": deleted_at}
+                tombstone = {"_id": tombstone_id, "collection": entity.collection, "deleted_at": deleted_at,
+                             "binds_through": through or deleted_at}
                 try:
                     self.collection.insert_one(tombstone if by is None else {**tombstone, "by": [by]})
                 except DuplicateKeyError:
-                    self._merge(tombstone_id, deleted_at, overwrite, by)
+                    self._merge(tombstone_id, tombstone["binds_through"], deleted_at, overwrite, by)
 
-    def _merge(self, tombstone_id: str, deleted_at: datetime, overwrite: bool, by: str | None) -> None:
+    def _merge(self, tombstone_id: str, through: datetime, deleted_at: datetime, overwrite: bool,
+               by: str | None) -> None:
         """Fold a new delete into the tombstone already there (see `remember`)."""
         if self.commands.point and not overwrite:
             self._merge_on_read(tombstone_id, by)
         elif overwrite:  # the later of two deletes' own times: one replayed late cannot move it back
-            self.collection.update_one({"_id": tombstone_id},
-                                       {"$max": {"deleted_at": deleted_at}, "$unset": {"by": ""}})
+            self.collection.update_one({"_id": tombstone_id}, {"$max": {"deleted_at": deleted_at,
+                                                                        "binds_through": through},
+                                                               "$unset": {"by": ""}})
         elif by is None:  # Supabase confirms a delete some clients made: it now binds all
             self.collection.update_one({"_id": tombstone_id, "by": {"$exists": True}}, {"$unset": {"by": ""}})
         else:  # another client's delete of nothing: it binds that client too (a few at most)

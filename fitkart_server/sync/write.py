@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 from pymongo.errors import DocumentTooLarge, DuplicateKeyError, WriteError
 
 from ..bounds import MAX_REASON, MAX_RECORD_BYTES, cut
-from ..clock import utc_now
+from ..clock import as_utc, utc_now
 from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller
 
@@ -82,6 +82,13 @@ class ClientVersion:
     def stored(self) -> list[int]:
         """As the record's bookkeeping keeps it."""
         return [self.at, self.seq]
+
+    @classmethod
+    def capped(cls, sent: dict, arrived: datetime | None) -> "ClientVersion":
+        """The version a client sent, its time never later than the change's arrival: a clock set ahead gains
+        nothing over another device's changes."""
+        latest = int(as_utc(arrived or utc_now()).timestamp() * 1000)
+        return cls(min(sent["at"], latest), sent["seq"])
 
     @classmethod
     def of_stored(cls, value) -> "ClientVersion | None":

@@ -10,7 +10,9 @@ database answers again.
 """
 
 import time
+from datetime import UTC, datetime
 
+from ..clock import to_millisecond
 from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller, Forbidden
 from ..storage.replay import UNREACHABLE, get_replayer, get_spool
@@ -64,17 +66,24 @@ def spool_is_empty() -> bool:
     return True
 
 
-def write(kind: str, entity: Entity, payload, *, route: str | None, source: str = "client") -> tuple[dict, int]:
-    """Upsert or delete one record now (200), or queue it while the database is away (202)."""
-    arrived = time.time()  # a queued write is judged by when it came, not by when it is replayed
+def write(kind: str, entity: Entity, payload, *, route: str | None, source: str = "client",
+          changed_at: datetime | None = None) -> tuple[dict, int]:
+    """Upsert or delete one record now (200), or queue it while the database is away (202).
+
+    A write is judged by when its change was made (`changed_at`, else when the request arrived), whether it
+    is applied now or replayed later (sync/ordering.py).
+    """
+    arrived = time.time()
+    changed_at = changed_at or moment(arrived)
     caller = current_caller() if source == "client" else SERVICE
     if spool_is_empty():
         try:
             engine = get_engine()
             if kind == "delete":
                 return {"deleted": engine.delete_records(entity, payload, caller=caller, source=source,
-                                                         route=route)}, 200
-            outcome = engine.upsert_record(entity, payload, caller=caller, source=source, route=route)
+                                                         route=route, changed_at=changed_at)}, 200
+            outcome = engine.upsert_record(entity, payload, caller=caller, source=source, route=route,
+                                           changed_at=changed_at)
             return {"result": outcome.result, "record": outcome.record}, 200
         except UNREACHABLE:
             pass  # queued below; if it was half done, its replay finds it done (every write is idempotent)
@@ -87,7 +96,7 @@ def write_batch(operations: list, *, route: str | None) -> list:
     caller = current_caller()
     if spool_is_empty():
         try:
-            return get_engine().apply_batch(operations, caller=caller, route=route)
+            return get_engine().apply_batch(operations, caller=caller, route=route, arrived=moment(arrived))
         except UNREACHABLE:
             pass  # all of it is queued; operations already applied replay as `unchanged`
     engine = _offline_engine(caller, "client")
@@ -95,7 +104,8 @@ def write_batch(operations: list, *, route: str | None) -> list:
     valid: list[tuple[int, Write]] = []
     for index, operation in enumerate(operations):
         try:
-            write = engine.operation_write(operation, caller=caller, source="client", route=route)
+            write = engine.operation_write(operation, caller=caller, source="client", route=route,
+                                           arrived=moment(arrived))
             engine.check(write.kind, write.entity, write.payload, caller=caller, source="client", route=route)
             valid.append((index, write))
             answers.append(None)
@@ -109,6 +119,11 @@ def write_batch(operations: list, *, route: str | None) -> list:
     for (index, _), sequence in zip(valid, sequences, strict=True):
         answers[index] = {"result": QUEUED, "queued": sequence}
     return answers
+
+
+def moment(epoch_seconds: float) -> datetime:
+    """A time.time() as the mirror stores times."""
+    return to_millisecond(datetime.fromtimestamp(epoch_seconds, UTC))
 
 
 def record_reject(source: str = "client", **details) -> None:

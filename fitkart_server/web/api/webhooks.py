@@ -6,15 +6,17 @@ header, compared in constant time.
 """
 
 import hmac
+from datetime import datetime
 
 from flask import current_app, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from flask_smorest.error_handler import ErrorSchema
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from ...bounds import ErrorBudget
-from ...model.entities import BY_COLLECTION
+from ...clock import as_utc, to_millisecond
+from ...model.entities import BY_COLLECTION, Entity
 from .. import writes
 from . import examples
 from .bodies import json_body, record_body_doc
@@ -74,5 +76,19 @@ class SupabaseWebhook(MethodView):
                                           source="webhook")
         else:
             answer, status = writes.write("upsert", entity, body.get("record") or {}, route=request.path,
-                                          source="webhook")
+                                          source="webhook", changed_at=change_time(entity, body))
         return jsonify(answer), status
+
+
+def change_time(entity: Entity, body: dict) -> datetime | None:
+    """When a webhook's row change was made, as far as the row says: its `updated_at`, or for an INSERT into a
+    table without one its `created_at`; None (its arrival) otherwise. A webhook carries no commit time, and it
+    may arrive long after its change: judged by its arrival, it would hide a client's later change."""
+    record = body.get("record")
+    if not isinstance(record, dict) or (entity.timestamp_field != "updated_at" and body["type"] != "INSERT"):
+        return None
+    try:
+        stamp = entity.schema.fields[entity.timestamp_field].deserialize(record.get(entity.timestamp_field))
+    except (ValidationError, TypeError, ValueError):
+        return None  # the engine says what is wrong with the record
+    return to_millisecond(as_utc(stamp)) if isinstance(stamp, datetime) else None
