@@ -20,6 +20,7 @@ from ..clock import utc_now
 from ..model.documents import PROVENANCE_FIELD
 from ..model.entities import Entity
 from .mirror import Mirror
+from .ordering import ordered_by_row
 from .write import UpsertOutcome, Write, provenance, refuse_oversized
 
 # The stored size bound every record keeps in its bookkeeping (see `size_guard`).
@@ -82,8 +83,9 @@ def merge(engine: Mirror, write: Write, values: dict, doc_id: str, owner_guard: 
     update = {"$set": {**values, f"{PROVENANCE_FIELD}.written_at": now, f"{PROVENANCE_FIELD}.changed_at": changed_at,
                        f"{PROVENANCE_FIELD}.source": write.source},
               "$inc": {VERSION: 1, BYTES: sent_bytes}}
-    conditions = [owner_guard, newer_than_stored(entity.timestamp_field, values),
-                  newer_than_stored(CHANGED_AT, {CHANGED_AT: changed_at}), same_supabase_id(values),
+    # The change time orders what the row's own updated_at does not (sync/ordering.py).
+    by_time = None if ordered_by_row(entity, values) else newer_than_stored(CHANGED_AT, {CHANGED_AT: changed_at})
+    conditions = [owner_guard, newer_than_stored(entity.timestamp_field, values), by_time, same_supabase_id(values),
                   size_guard(sent_bytes), changes_something(entity, values)]
     query = {"_id": doc_id, "$and": [condition for condition in conditions if condition]}
     try:

@@ -136,7 +136,8 @@ def is_stale(engine: Mirror, write: Write, current: dict, values: dict, find_tom
     """Whether `values` is older than the stored record (its timestamp, or the change's own order), or names a
     deleted Supabase id."""
     entity = write.entity
-    if is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)) or overtaken(write, current):
+    if is_older(values.get(entity.timestamp_field), current.get(entity.timestamp_field)) or \
+            overtaken(write, current, values):
         return True
     return values.get("id") not in (None, current.get("id")) and engine.tombstones.binds(
         entity, {"id": values["id"]}, find_tombstone, write.writer)
