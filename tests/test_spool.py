@@ -11,6 +11,7 @@ import pytest
 from pymongo import monitoring
 
 from fitkart_server.model.policy import Caller
+from fitkart_server.storage.replay import ReplayFault
 from fitkart_server.storage.spool import add_column
 from testbed.commands import WriteCommands
 from testbed.data.records import cart_item, new_id, order, profile
@@ -269,3 +270,36 @@ def test_a_spool_written_by_an_earlier_release_is_upgraded_and_replayed(make_app
     with sqlite3.connect(local_files["FITKART_SPOOL_PATH"]) as upgraded:
         add_column(upgraded, "entries", "version TEXT")  # a second worker's attempt: already there, no error
         assert "version" in {column[1] for column in upgraded.execute("PRAGMA table_info(entries)")}
+
+
+def test_a_locked_spool_file_delays_the_replay_and_never_ends_it(own_server, spool_app, database, local_files):
+    """The spool's file held locked (an operator's sqlite3 shell in a transaction) past the busy timeout while the
+    database comes back: the replayer fails, says so in /readyz, tries again, and drains once the lock goes."""
+    client = spool_app.test_client()
+    rows = [cart_item() for _ in range(5)]
+    own_server.stop()
+    assert {client.post("/api/sync/cart", json=row).json["result"] for row in rows} == {"queued"}
+    shell = sqlite3.connect(local_files["FITKART_SPOOL_PATH"], isolation_level=None)
+    shell.execute("BEGIN EXCLUSIVE")
+    try:
+        own_server.start()
+        replayer = spool_app.extensions["fitkart_replayer"]
+        # Twice: the second attempt meets the lock outside a run (taking the lease), where a thread used to die.
+        assert wait_until(lambda: replayer.fault is not None and replayer.fault.attempts >= 2, seconds=60)
+        spool = client.get("/readyz").json["spool"]  # read beside the lock (the file is in WAL mode)
+        assert spool["replay"] == "failing" and "locked" in spool["replay_error"]
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()
+    assert wait_until(lambda: database.cart_items.count_documents({}) == len(rows), seconds=60)
+    assert wait_until(lambda: client.get("/readyz").json["spool"]["replay"] == "ok")
+
+
+def test_a_failing_replayer_is_shown_on_the_status_page_and_in_metrics(spool_app):
+    """What a failing replayer says where an operator looks (its fault as the replayer keeps it)."""
+    client = spool_app.test_client()
+    spool_app.extensions["fitkart_replayer"].fault = ReplayFault("OperationalError: disk I/O error", time.time(), 3)
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="spool-replay"' in page and "disk I/O error" in page and "3 tries" in page
+    assert value(samples(client.get("/metrics").get_data(as_text=True)), "fitkart_spool_replay_failing") == 1
+    assert client.get("/readyz").json["spool"]["replay_attempts"] == 3

@@ -51,6 +51,9 @@ DATABASE_UP = Gauge("fitkart_db_up", "1 when the database answered the last chec
 # Read from the spool file at each scrape: every worker sees the same file.
 SPOOL_ENTRIES = Gauge("fitkart_spool_entries", "Writes queued while the database is away.",
                       multiprocess_mode="mostrecent")
+SPOOL_REPLAY_FAILING = Gauge("fitkart_spool_replay_failing",
+                             "1 while this process's spool replayer keeps failing (it tries again; see /readyz).",
+                             multiprocess_mode="max")
 SPOOL_BYTES = Gauge("fitkart_spool_bytes", "Bytes the queued writes take.", multiprocess_mode="mostrecent")
 SPOOL_OLDEST_SECONDS = Gauge("fitkart_spool_oldest_seconds", "Age of the oldest queued write.",
                              multiprocess_mode="mostrecent")
@@ -137,9 +140,11 @@ def metrics():
     except (DatabaseUnavailable, PyMongoError):
         DATABASE_UP.set(0)
     spool = spool_state()
-    SPOOL_ENTRIES.set(spool["entries"])
-    SPOOL_BYTES.set(spool["bytes"])
-    SPOOL_OLDEST_SECONDS.set(spool["oldest_seconds"])
+    if spool["entries"] is not None:
+        SPOOL_ENTRIES.set(spool["entries"])
+        SPOOL_BYTES.set(spool["bytes"])
+        SPOOL_OLDEST_SECONDS.set(spool["oldest_seconds"])
+    SPOOL_REPLAY_FAILING.set(1 if spool["replay"] == "failing" else 0)
     registry = REGISTRY
     if os.environ.get(MULTIPROCESS_ENV):
         registry = CollectorRegistry()

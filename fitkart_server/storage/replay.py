@@ -6,12 +6,16 @@ original caller, one process at a time (see spool.py), at start-up too.
 
 import logging
 import os
+import sqlite3
 import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Flask, current_app
 from pymongo.errors import ConnectionFailure
 
+from ..bounds import MAX_REASON, cut
 from ..clock import to_millisecond
 from ..model.entities import BY_COLLECTION
 from ..sync.engine import SyncEngine
@@ -25,17 +29,35 @@ log = logging.getLogger(__name__)
 # What says the database cannot take a write now (as opposed to the write being wrong).
 UNREACHABLE = (DatabaseUnreachable, ConnectionFailure)
 RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0  # the longest wait between attempts of a replayer that keeps failing
+FAULT_LOG_SECONDS = 60.0  # a replayer that keeps failing says so once a minute, not once an attempt
 REPLAY_BATCH = 500  # entries read at once; consecutive upserts of one caller are applied as one batch
 
 
+@dataclass(frozen=True)
+class ReplayFault:
+    """Why this process's replayer cannot drain the spool now (it keeps trying), since when, how many tries."""
+
+    error: str
+    since: float
+    attempts: int
+
+
 class Replayer:
-    """Drains the spool into the database from a background thread of this process."""
+    """Drains the spool into the database from a background thread of this process.
+
+    A fault of the spool's own file or of this code (the file locked by another program, a full
+    disk) delays the replay, never ends it: the thread tries again, waiting longer each time (up to
+    MAX_RETRY_SECONDS), and says so in the log, `/readyz`, the status page and `/metrics` (`fault`).
+    """
 
     def __init__(self, spool: Spool, store: Store) -> None:
         self.spool, self.store = spool, store
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self.fault: ReplayFault | None = None
+        self._fault_logged_at = 0.0
 
     def kick(self) -> None:
         """Make sure a replaying thread runs in this process (it stops when the spool is empty)."""
@@ -53,22 +75,45 @@ class Replayer:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            with self._lock:  # decided under the lock `kick` takes: an entry queued now is never left behind
-                if self.spool.is_empty():
-                    self._thread = None
-                    self.spool.release_lease()
-                    return
-            if not self.spool.take_lease():
-                self._stopped.wait(RETRY_SECONDS)  # another process replays; take over if its lease runs out
-                continue
             try:
+                with self._lock:  # decided under the lock `kick` takes: an entry queued now is never left behind
+                    if self.spool.is_empty():
+                        self._thread = None
+                        self.fault = None
+                        self._release()
+                        return
+                if not self.spool.take_lease():
+                    self._stopped.wait(RETRY_SECONDS)  # another process replays; take over if its lease runs out
+                    continue
                 self.replay()
+                self.fault = None
             except (*UNREACHABLE, DatabaseUnavailable):
                 self._stopped.wait(RETRY_SECONDS)
-            except Exception:  # a fault of ours; the entries stay queued, and it is said
-                log.exception("Replaying the spool failed; its entries stay queued.")
-                self._stopped.wait(5 * RETRY_SECONDS)
-        self.spool.release_lease()
+            except Exception as error:  # the spool's file or a fault of ours: the entries stay queued, and it is said
+                self._failed(error)
+                self._stopped.wait(min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self.fault.attempts, 8)))
+        self._release()
+
+    def _failed(self, error: Exception) -> None:
+        """Note a failed attempt; log the first of a run of them with its traceback, then one line a minute."""
+        now = time.time()
+        previous = self.fault
+        self.fault = ReplayFault(f"{error.__class__.__name__}: {cut(str(error), MAX_REASON)}",
+                                 previous.since if previous else now, previous.attempts + 1 if previous else 1)
+        if previous is None:
+            log.exception("Replaying the spool failed; its entries stay queued and it is tried again.")
+            self._fault_logged_at = now
+        elif now - self._fault_logged_at >= FAULT_LOG_SECONDS:
+            log.error("Replaying the spool still fails after %d tries in %.0f s: %s", self.fault.attempts,
+                      now - self.fault.since, self.fault.error)
+            self._fault_logged_at = now
+
+    def _release(self) -> None:
+        """Let another process replay (when the file lets us say so; else the lease runs out)."""
+        try:
+            self.spool.release_lease()
+        except sqlite3.Error:
+            log.warning("The spool's lease could not be released; it runs out by itself.")
 
     def replay(self) -> int:
         """Apply queued entries in order until the spool is empty; how many were applied."""

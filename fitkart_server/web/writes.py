@@ -9,6 +9,7 @@ writes are applied in the order they arrived; storage/replay.py applies them onc
 database answers again.
 """
 
+import sqlite3
 import time
 from datetime import UTC, datetime
 
@@ -28,12 +29,25 @@ DRAIN_WAIT_SECONDS = 10.0
 
 
 def spool_state() -> dict:
-    """What /readyz and the status page show of the spool (and a nudge to the replayer when it holds anything)."""
-    depth = get_spool().depth()
-    if depth.entries:
-        get_replayer().kick()
-    return {"entries": depth.entries, "bytes": depth.bytes, "oldest_seconds": round(depth.oldest_seconds, 1),
-            "max_bytes": get_spool().max_bytes}
+    """What /readyz and the status page show of the spool (and a nudge to the replayer when it holds anything).
+
+    `replay` is `ok`, or `failing` with the replayer's error, since when and how many tries (it keeps trying).
+    """
+    replayer = get_replayer()
+    state = {"max_bytes": get_spool().max_bytes, "replay": "ok"}
+    try:
+        depth = get_spool().depth()
+    except sqlite3.Error as error:  # the file locked or damaged: say so, do not fail the page
+        state.update(entries=None, bytes=None, oldest_seconds=None, error=f"{error.__class__.__name__}: {error}")
+    else:
+        state.update(entries=depth.entries, bytes=depth.bytes, oldest_seconds=round(depth.oldest_seconds, 1))
+        if depth.entries:
+            replayer.kick()
+    fault = replayer.fault
+    if fault is not None:
+        state.update(replay="failing", replay_error=fault.error, replay_attempts=fault.attempts,
+                     replay_failing_seconds=round(time.time() - fault.since, 1))
+    return state
 
 
 def _offline_engine(caller: Caller, source: str) -> SyncEngine:
