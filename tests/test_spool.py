@@ -11,8 +11,9 @@ import pytest
 from pymongo import monitoring
 
 from fitkart_server.model.policy import Caller
+from fitkart_server.storage import replay as replay_module
 from fitkart_server.storage.replay import ReplayFault
-from fitkart_server.storage.spool import add_column
+from fitkart_server.storage.spool import Spool, add_column
 from testbed.commands import WriteCommands
 from testbed.data.records import cart_item, new_id, order, profile
 from testbed.servers.gunicorn import GunicornServer, request
@@ -303,3 +304,35 @@ def test_a_failing_replayer_is_shown_on_the_status_page_and_in_metrics(spool_app
     assert 'id="spool-replay"' in page and "disk I/O error" in page and "3 tries" in page
     assert value(samples(client.get("/metrics").get_data(as_text=True)), "fitkart_spool_replay_failing") == 1
     assert client.get("/readyz").json["spool"]["replay_attempts"] == 3
+
+
+def test_a_replayer_that_lost_its_lease_stops(spool_app, database, monkeypatch, local_files):
+    """Another replayer took the lease in the middle of a drain (this one stalled past it): this one stops after
+    the run it was applying, and the rest is left to the new holder."""
+    spool = spool_app.extensions["fitkart_spool"]
+    for _ in range(20):  # twenty callers: twenty runs
+        spool.append("upsert", "cart_items", cart_item(), Caller("service_role", new_id()), "client", "/api/sync/cart")
+    applied = []
+    real = replay_module.apply_run
+
+    def then_taken(engine, run):
+        real(engine, run)
+        applied.append(run)
+        if len(applied) == 5:
+            with sqlite3.connect(local_files["FITKART_SPOOL_PATH"]) as other:
+                other.execute("UPDATE lease SET owner = 'another-host:1:1', until = ? WHERE id = 1",
+                              (time.time() + 60,))
+
+    monkeypatch.setattr(replay_module, "apply_run", then_taken)
+    assert spool.take_lease()
+    assert spool_app.extensions["fitkart_replayer"].replay() == 5
+    assert database.cart_items.count_documents({}) == 5 and spool.depth().entries == 15
+
+
+def test_a_stopped_replayer_lets_go_of_the_lease(spool_app):
+    """A process that stops (its app closing, the interpreter exiting) releases the lease at once."""
+    spool = spool_app.extensions["fitkart_spool"]
+    assert spool.take_lease()
+    spool_app.extensions["fitkart_replayer"].stop()
+    other = Spool(spool.path, spool.max_bytes)
+    assert other.take_lease()

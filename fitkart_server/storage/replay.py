@@ -4,11 +4,15 @@ A background thread in each process replays the spool through the same engine as
 original caller, one process at a time (see spool.py), at start-up too.
 """
 
+import atexit
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +25,7 @@ from ..model.entities import BY_COLLECTION
 from ..sync.engine import SyncEngine
 from ..sync.ordering import change_time
 from ..sync.write import ClientVersion, Write
-from .spool import FILE, Entry, Spool
+from .spool import FILE, LEASE_SECONDS, Entry, Spool
 from .store import DatabaseUnavailable, DatabaseUnreachable, Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 # What says the database cannot take a write now (as opposed to the write being wrong).
 UNREACHABLE = (DatabaseUnreachable, ConnectionFailure)
 RETRY_SECONDS = 1.0
+EXIT_SECONDS = 5.0  # how long a process exiting waits for its replayer's run to finish
 MAX_RETRY_SECONDS = 30.0  # the longest wait between attempts of a replayer that keeps failing
 FAULT_LOG_SECONDS = 60.0  # a replayer that keeps failing says so once a minute, not once an attempt
 REPLAY_BATCH = 500  # entries read at once; consecutive upserts of one caller are applied as one batch
@@ -72,6 +77,7 @@ class Replayer:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        self._release()  # another process replays at once, not once the lease runs out
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -108,6 +114,27 @@ class Replayer:
                       now - self.fault.since, self.fault.error)
             self._fault_logged_at = now
 
+    @contextmanager
+    def _lease_renewed(self) -> Iterator[None]:
+        """Renew the lease every third of its time while a run applies: on a slow database a run can outlast it."""
+        finished = threading.Event()
+
+        def renew() -> None:
+            while not finished.wait(LEASE_SECONDS / 3):
+                try:
+                    if not self.spool.take_lease():
+                        return  # taken: the check after the run stops this replayer
+                except sqlite3.Error:
+                    pass  # the file is busy: the next renewal tries again
+
+        renewer = threading.Thread(target=renew, name="fitkart-spool-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            renewer.join()
+
     def _release(self) -> None:
         """Let another process replay (when the file lets us say so; else the lease runs out)."""
         try:
@@ -122,7 +149,8 @@ class Replayer:
         while entries := self.spool.head(REPLAY_BATCH):
             for run in runs(entries):
                 try:
-                    apply_run(engine, run)
+                    with self._lease_renewed():
+                        apply_run(engine, run)
                 except (*UNREACHABLE, DatabaseUnavailable):
                     raise
                 except Exception as error:  # a fault of ours must not block the spool: keep it as a reject
@@ -131,7 +159,11 @@ class Replayer:
                 # After the database holds them: a crash in between replays them again, which changes nothing.
                 self.spool.remove_through(run[-1].seq)
                 done += len(run)
-                self.spool.take_lease()  # renew while working
+                if not self.spool.take_lease():
+                    # Its lease ran out (this process stalled) and another replayer has the queue now: two at once
+                    # could apply an older write after a newer one.
+                    log.warning("The spool's lease went to another replayer after %d writes; this one stops.", done)
+                    return done
         if done:
             log.info("Replayed %d queued writes from the spool.", done)
         return done
@@ -207,5 +239,8 @@ def init_app(app: Flask) -> None:
     replayer = Replayer(spool, app.extensions["fitkart_store"])
     app.extensions["fitkart_spool"] = spool
     app.extensions["fitkart_replayer"] = replayer
+    # A process that exits gracefully lets go of the lease at once, so another replays without waiting it out.
+    exiting = weakref.ref(replayer)
+    atexit.register(lambda: (replayer := exiting()) is not None and replayer.stop(timeout=EXIT_SECONDS))
     if not spool.is_empty():
         replayer.kick()

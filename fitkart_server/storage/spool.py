@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..model.policy import Caller
 
 FILE = "spool.sqlite3"
-LEASE_SECONDS = 30  # a replayer renews it with every entry; a dead one's lease runs out
+LEASE_SECONDS = 15  # renewed every third of it while a replayer works: a dead one's runs out soon
 PROGRESS_SECONDS = 2  # a replayer that applied something this recently is draining a database that answers
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
