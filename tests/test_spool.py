@@ -5,6 +5,7 @@ import os
 import signal
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 
 import pymongo
 import pytest
@@ -336,3 +337,61 @@ def test_a_stopped_replayer_lets_go_of_the_lease(spool_app):
     spool_app.extensions["fitkart_replayer"].stop()
     other = Spool(spool.path, spool.max_bytes)
     assert other.take_lease()
+
+
+def hold_lease(path: str, seconds: float = 60) -> None:
+    """Another process's replayer holds the spool's lease for `seconds`."""
+    with sqlite3.connect(path) as other:
+        other.execute("UPDATE lease SET owner = 'another-host:1:1', until = ? WHERE id = 1", (time.time() + seconds,))
+
+
+def test_while_another_process_holds_the_lease_nothing_is_replayed_here(spool_app, database, local_files):
+    """One replayer at a time: with the lease held elsewhere, this process's replayer waits, and
+    `flask fitkart spool --replay` says so with its own exit status (3)."""
+    spool = spool_app.extensions["fitkart_spool"]
+    spool.append("upsert", "cart_items", cart_item(), Caller("service_role"), "client", "/api/sync/cart")
+    hold_lease(local_files["FITKART_SPOOL_PATH"])
+    spool_app.extensions["fitkart_replayer"].kick()
+    time.sleep(3)  # three of its attempts to take the lease
+    assert database.cart_items.count_documents({}) == 0 and spool.depth().entries == 1
+    busy = spool_app.test_cli_runner().invoke(args=["fitkart", "spool", "--replay"])
+    assert busy.exit_code == 3 and "replaying" in busy.output
+
+
+def test_one_requests_queued_changes_are_replayed_in_the_order_they_came(own_server, spool_app, database):
+    """Two changes of one cart row in one request (one arrival time, no updated_at, no version): the replay's
+    order alone decides, and it is the order they came in."""
+    client = spool_app.test_client()
+    row = cart_item(quantity=1)
+    assert client.post("/api/sync/cart", json=row).status_code == 200
+    own_server.stop()
+    answer = client.post("/api/sync/batch", json={"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": {"id": row["id"], "quantity": quantity}}
+        for quantity in (2, 3, 4)]})
+    assert {result["result"] for result in answer.json["results"]} == {"queued"}
+    own_server.start()
+    assert wait_until(lambda: client.get("/readyz").json["spool"]["entries"] == 0)
+    assert database.cart_items.find_one({"_id": row["id"]})["quantity"] == 4
+
+
+def test_a_delete_between_queued_upserts_is_replayed_between_them(own_server, spool_app, database):
+    """A profile written, deleted and made again (a new id) in one queued request: replayed in that order, the new
+    profile stays (upserts on either side of the delete are not applied together)."""
+    client = spool_app.test_client()
+    made = datetime.now(UTC)
+    person = profile(created_at=made.isoformat(), updated_at=made.isoformat())
+    again_at = made + timedelta(milliseconds=20)
+    again = {**person, "id": new_id(), "full_name": "Asha again", "created_at": again_at.isoformat(),
+             "updated_at": again_at.isoformat()}
+    at = int(made.timestamp() * 1000)
+    own_server.stop()
+    # As the TypeScript client sends them: each change with its version (when it was made, its outbox place).
+    answer = client.post("/api/sync/batch", json={"operations": [
+        {"op": "upsert", "collection": "profiles", "record": person, "version": {"at": at, "seq": 1}},
+        {"op": "delete", "collection": "profiles", "record": {"user_id": person["user_id"]},
+         "version": {"at": at + 10, "seq": 2}},
+        {"op": "upsert", "collection": "profiles", "record": again, "version": {"at": at + 20, "seq": 3}}]})
+    assert {result["result"] for result in answer.json["results"]} == {"queued"}
+    own_server.start()
+    assert wait_until(lambda: client.get("/readyz").json["spool"]["entries"] == 0)
+    assert database.profiles.find_one({"user_id": person["user_id"]})["id"] == again["id"]

@@ -10,6 +10,7 @@ from .replay import UNREACHABLE, get_replayer, get_spool
 from .store import DatabaseUnavailable, get_store
 
 ERROR = 2  # the exit status of a command that could not do its work
+BUSY = 3  # `spool --replay`: a server process is replaying the spool right now (it will drain it)
 
 
 def database_or_exit():
@@ -44,7 +45,7 @@ def init_db_command() -> None:
 def spool_command(replay: bool, drop: bool, yes: bool) -> None:
     """Show the writes queued while the database was away; replay or drop them.
 
-    Exit status: 0 done (or nothing queued), 2 the database is still away.
+    Exit status: 0 done (or nothing queued), 2 the database is still away, 3 a server process is replaying it.
     """
     spool = get_spool()
     depth = spool.depth()
@@ -59,9 +60,12 @@ def spool_command(replay: bool, drop: bool, yes: bool) -> None:
             click.echo(f"dropped {spool.drop_all():,} queued writes")
         return
     if replay and depth.entries:
+        # This process's own replayer (started with the app when the spool held anything) stands down: one
+        # replayer per process, or two would share one lease owner.
+        get_replayer().stop()
         if not spool.take_lease():
-            click.echo("a server process is replaying the spool right now", err=True)
-            sys.exit(ERROR)
+            click.echo("a server process is replaying the spool right now; it will drain it", err=True)
+            sys.exit(BUSY)
         try:
             done = get_replayer().replay()
         except (*UNREACHABLE, DatabaseUnavailable) as error:
