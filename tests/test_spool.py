@@ -5,6 +5,7 @@ import os
 import signal
 import sqlite3
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pymongo
@@ -395,3 +396,65 @@ def test_a_delete_between_queued_upserts_is_replayed_between_them(own_server, sp
     own_server.start()
     assert wait_until(lambda: client.get("/readyz").json["spool"]["entries"] == 0)
     assert database.profiles.find_one({"user_id": person["user_id"]})["id"] == again["id"]
+
+
+def damaged_app(make_app, database_uri, decimal_mode, path: str):
+    """An app whose spool file is at `path` (the database up)."""
+    return make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode, FITKART_SPOOL_PATH=path)
+
+
+def test_a_spool_file_of_garbage_is_moved_aside_and_the_server_starts(make_app, database_uri, decimal_mode,
+                                                                       tmp_path):
+    """Garbage where the spool file should be: the server starts, serves writes, names the file it moved aside
+    (log, /readyz, status page), and `spool --file` says what it could read of it."""
+    path = tmp_path / "spool" / "spool.sqlite3"
+    path.parent.mkdir()
+    path.write_bytes(b"not a database at all " * 500)
+    app = damaged_app(make_app, database_uri, decimal_mode, str(path))
+    client = app.test_client()
+    assert client.post("/api/sync/cart", json=cart_item()).json["result"] == "created"
+    problem = client.get("/readyz").json["spool"]["problem"]
+    moved = problem.split("moved to ")[1].split(" ")[0]
+    assert "damaged" in problem and os.path.exists(moved) and "flask fitkart spool --file" in problem
+    assert 'id="spool-problem"' in client.get("/").get_data(as_text=True)
+    read = app.test_cli_runner().invoke(args=["fitkart", "spool", "--file", moved])
+    assert read.exit_code == 2 and "read 0 entries" in read.output and "not a database" in read.output
+
+
+def test_a_spool_file_cut_in_half_is_moved_aside_and_what_it_holds_can_be_read(make_app, database_uri,
+                                                                                decimal_mode, tmp_path):
+    """A spool file cut short (a disk that failed mid-write): set aside, a new one started, and the entries it
+    still yields are listed one JSON line each."""
+    path = tmp_path / "spool.sqlite3"
+    with closing(sqlite3.connect(path)) as old:
+        old.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
+                    "kind TEXT NOT NULL, collection TEXT, body TEXT NOT NULL, role TEXT NOT NULL, user_id TEXT, "
+                    "source TEXT NOT NULL, route TEXT, size INTEGER NOT NULL)")
+        old.executemany("INSERT INTO entries (at, kind, collection, body, role, source, route, size) "
+                        "VALUES (?, 'upsert', 'cart_items', ?, 'service_role', 'client', '/api/sync/cart', 2000)",
+                        [(time.time(), json.dumps({**cart_item(), "color": "x" * 2000})) for _ in range(300)])
+        old.commit()
+    with open(path, "r+b") as cut:
+        cut.truncate(path.stat().st_size // 2)
+    app = damaged_app(make_app, database_uri, decimal_mode, str(path))
+    client = app.test_client()
+    assert client.post("/api/sync/cart", json=cart_item()).json["result"] == "created"
+    problem = client.get("/readyz").json["spool"]["problem"]
+    moved = problem.split("moved to ")[1].split(" ")[0]
+    read = app.test_cli_runner().invoke(args=["fitkart", "spool", "--file", moved])
+    assert read.exit_code in (0, 2) and "entries of" in read.output
+    assert read.output.count('"op": "upsert"') > 0
+
+
+def test_an_unwritable_spool_leaves_the_spool_off_and_the_server_up(own_server, make_app, decimal_mode):
+    """A spool file that cannot be created (here under /proc, which refuses even root): the server starts and
+    serves direct writes; while the database is away a write is a 503 saying nothing was kept."""
+    app = make_app(FITKART_MONGODB_URI=f"{own_server.base_uri}/test_spool", FITKART_DECIMAL_MODE=decimal_mode,
+                   FITKART_SPOOL_PATH="/proc/fitkart-spool/spool.sqlite3")
+    client = app.test_client()
+    assert client.post("/api/sync/cart", json=cart_item()).json["result"] == "created"
+    assert "cannot be written" in client.get("/readyz").json["spool"]["problem"]
+    own_server.stop()
+    refused = client.post("/api/sync/cart", json=cart_item())
+    assert refused.status_code == 503 and "cannot be written" in refused.json["message"]
+    assert refused.headers["Retry-After"]

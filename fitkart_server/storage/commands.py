@@ -1,5 +1,6 @@
 """`flask fitkart init-db | spool`, and what every `flask fitkart` command shares: exit status, the job's engine."""
 
+import json
 import sys
 
 import click
@@ -7,6 +8,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .replay import UNREACHABLE, get_replayer, get_spool
+from .spool import salvage
 from .store import DatabaseUnavailable, get_store
 
 ERROR = 2  # the exit status of a command that could not do its work
@@ -42,12 +44,20 @@ def init_db_command() -> None:
 @click.option("--replay", is_flag=True, help="Apply the queued writes now (the server also does it by itself).")
 @click.option("--drop", is_flag=True, help="Forget every queued write, after confirming: they are lost.")
 @click.option("--yes", is_flag=True, help="With --drop: do not ask.")
-def spool_command(replay: bool, drop: bool, yes: bool) -> None:
+@click.option("--file", "set_aside", type=click.Path(exists=True, dir_okay=False),
+              help="Read a spool file set aside as damaged instead: every entry it still yields, as JSON lines.")
+def spool_command(replay: bool, drop: bool, yes: bool, set_aside: str | None) -> None:
     """Show the writes queued while the database was away; replay or drop them.
 
-    Exit status: 0 done (or nothing queued), 2 the database is still away, 3 a server process is replaying it.
+    Exit status: 0 done (or nothing queued), 2 the database is still away (or, with --file, the file could not
+    be read to its end), 3 a server process is replaying it.
     """
+    if set_aside:
+        read_set_aside(set_aside)
+        return
     spool = get_spool()
+    if spool.problem:
+        click.echo(f"warning: {spool.problem}", err=True)
     depth = spool.depth()
     click.echo(f"spool: {spool.path}")
     click.echo(f"queued writes: {depth.entries:,} ({depth.bytes:,} of {spool.max_bytes:,} bytes), "
@@ -75,6 +85,17 @@ def spool_command(replay: bool, drop: bool, yes: bool) -> None:
         finally:
             spool.release_lease()
         click.echo(f"replayed {done:,} queued writes into {current_app.extensions['fitkart_store'].description}")
+
+
+def read_set_aside(path: str) -> None:
+    """`spool --file`: what a damaged spool file still yields, one JSON line an entry; exit 2 if it stops early."""
+    rows, stopped = salvage(path)
+    for seq, kind, collection, source, who, body in rows:
+        click.echo(json.dumps({"seq": seq, "op": kind, "collection": collection, "source": source, "by": who,
+                               "record": body}, ensure_ascii=False))
+    click.echo(f"read {len(rows):,} entries of {path}" + (f"; stopped at: {stopped}" if stopped else ""), err=True)
+    if stopped:
+        sys.exit(ERROR)
 
 
 COMMANDS = (init_db_command, spool_command)

@@ -139,7 +139,7 @@ class Replayer:
         """Let another process replay (when the file lets us say so; else the lease runs out)."""
         try:
             self.spool.release_lease()
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):
             log.warning("The spool's lease could not be released; it runs out by itself.")
 
     def replay(self) -> int:
@@ -242,5 +242,10 @@ def init_app(app: Flask) -> None:
     # A process that exits gracefully lets go of the lease at once, so another replays without waiting it out.
     exiting = weakref.ref(replayer)
     atexit.register(lambda: (replayer := exiting()) is not None and replayer.stop(timeout=EXIT_SECONDS))
-    if not spool.is_empty():
+    spool.check()  # a damaged file is moved aside, an unwritable one leaves the spool off: the server starts
+    try:
+        if not spool.is_empty():
+            replayer.kick()
+    except sqlite3.Error as error:  # busy now (another worker is setting the file up): the replayer tries again
+        log.warning("The spool could not be read at start-up (%s); its replayer tries again.", error)
         replayer.kick()

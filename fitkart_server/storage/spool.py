@@ -12,15 +12,22 @@ Each entry is one operation: an upsert or delete of a record, or a refused write
 replay). Entries hold the caller's role and user id, never a token.
 """
 
+import fcntl
 import json
+import logging
 import os
+import shutil
 import sqlite3
+import struct
+import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 
 from ..model.policy import Caller
 
+log = logging.getLogger(__name__)
 FILE = "spool.sqlite3"
 LEASE_SECONDS = 15  # renewed every third of it while a replayer works: a dead one's runs out soon
 PROGRESS_SECONDS = 2  # a replayer that applied something this recently is draining a database that answers
@@ -60,6 +67,10 @@ class SpoolFull(Exception):
     """The spool holds FITKART_SPOOL_MAX_MB already: the write cannot be kept."""
 
 
+class SpoolUnavailable(SpoolFull):
+    """The spool's file cannot be written (see Spool.problem): no write can be kept."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One queued operation, as it arrived."""
@@ -92,6 +103,53 @@ class Spool:
         self.max_bytes = max_bytes
         self._local = threading.local()
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self)}"
+        # What is wrong with the file, in one line saying what to do; `unwritable`: nothing can be kept at all.
+        self.problem: str | None = None
+        self.unwritable = False
+
+    def check(self) -> None:
+        """Open the file at start-up: a damaged one is moved aside and a new one started, an unwritable one leaves
+        the spool off (direct writes are served; a write while the database is away is a 503). Either way the
+        server starts, and `problem` says what happened and what to do."""
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            with open(f"{self.path}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one worker at a time decides, so none moves another's new file
+                self._checked()
+        except OSError as error:
+            self._off(error)
+
+    def _checked(self) -> None:
+        try:
+            if self._connection().execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return
+            error: Exception = sqlite3.DatabaseError("quick_check found damage")
+        except sqlite3.OperationalError as failure:
+            if "locked" in str(failure):
+                return  # busy, not broken: the replayer and writers try again
+            if not os.path.exists(self.path) or "unable to open" in str(failure) or "readonly" in str(failure):
+                self._off(failure)
+                return
+            error = failure
+        except sqlite3.DatabaseError as failure:
+            error = failure
+        self._local = threading.local()  # forget the connection to the damaged file
+        moved = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, moved + suffix)
+        self.problem = (f"The spool file {self.path} was damaged ({error}); it was moved to {moved} and a new one "
+                        f"started. Read what it held with: flask fitkart spool --file {moved}")
+        log.error("%s", self.problem)
+        self._connection()
+
+    def _off(self, error: Exception) -> None:
+        """The file cannot be opened for writing: no write can be kept until an operator fixes it."""
+        self._local = threading.local()
+        self.unwritable = True
+        self.problem = (f"The spool file {self.path} cannot be written ({error}): a write while the database is "
+                        "away is refused (503). Make its directory writable, or set FITKART_SPOOL_PATH, and restart.")
+        log.error("%s", self.problem)
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection (a forked worker opens its own)."""
@@ -123,6 +181,8 @@ class Spool:
         Each keeps the time its request arrived (`arrived`, else now): its replay is judged by it
         (sync/ordering.py), not by when it is applied.
         """
+        if self.unwritable:
+            raise SpoolUnavailable(self.problem)
         arrived = time.time() if arrived is None else arrived
         rows = []
         for kind, collection, body, caller, source, route, version in operations:
@@ -146,10 +206,14 @@ class Spool:
 
     def is_empty(self) -> bool:
         """Whether nothing is queued (one indexed read)."""
+        if self.unwritable:
+            return True
         return self._connection().execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None
 
     def depth(self) -> Depth:
         """Entries, bytes and the oldest entry's age."""
+        if self.unwritable:
+            return Depth(0, 0, 0.0)
         connection = self._connection()
         count, size = connection.execute("SELECT entries, bytes FROM totals WHERE id = 1").fetchone()
         oldest = connection.execute("SELECT at FROM entries ORDER BY seq LIMIT 1").fetchone()
@@ -191,5 +255,43 @@ class Spool:
 
     def release_lease(self) -> None:
         """Let another process replay."""
+        if self.unwritable:
+            return
         self._connection().execute("UPDATE lease SET owner = NULL, until = 0 WHERE id = 1 AND owner = ?",
                                    (self.owner,))
+
+
+def salvage(path: str) -> tuple[list[tuple], str | None]:
+    """What a spool file set aside still yields, in order: (seq, kind, collection, source, who, body) rows up to
+    the first damage, and what stopped the reading (None: all of it was read).
+
+    It reads a copy (the file set aside is left as it was). A file cut short still names its full length in
+    its header, which makes SQLite refuse every page; the copy's header names the pages it has, so the rows in
+    them can be read.
+    """
+    rows: list[tuple] = []
+    with tempfile.TemporaryDirectory() as work:
+        copy = os.path.join(work, "spool.sqlite3")
+        shutil.copyfile(path, copy)
+        _fit_header(copy)
+        try:
+            with closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as connection:
+                for seq, kind, collection, source, role, user_id, body in connection.execute(
+                        "SELECT seq, kind, collection, source, role, user_id, body FROM entries ORDER BY seq"):
+                    rows.append((seq, kind, collection, source, user_id or role, body))
+        except sqlite3.DatabaseError as error:
+            return rows, f"{error.__class__.__name__}: {error}"
+    return rows, None
+
+
+def _fit_header(path: str) -> None:
+    """Make an SQLite file's header name no more pages than the file holds (a file cut short names more)."""
+    with open(path, "r+b") as file:
+        header = file.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            return
+        (page_size,) = struct.unpack(">H", header[16:18])
+        pages = os.path.getsize(path) // (65536 if page_size == 1 else page_size or 1)
+        if struct.unpack(">I", header[28:32])[0] > pages:
+            file.seek(28)
+            file.write(struct.pack(">I", pages))

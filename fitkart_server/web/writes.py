@@ -35,6 +35,8 @@ def spool_state() -> dict:
     """
     replayer = get_replayer()
     state = {"max_bytes": get_spool().max_bytes, "replay": "ok"}
+    if get_spool().problem:
+        state["problem"] = get_spool().problem
     try:
         depth = get_spool().depth()
     except sqlite3.Error as error:  # the file locked or damaged: say so, do not fail the page
