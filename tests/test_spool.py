@@ -458,3 +458,21 @@ def test_an_unwritable_spool_leaves_the_spool_off_and_the_server_up(own_server, 
     refused = client.post("/api/sync/cart", json=cart_item())
     assert refused.status_code == 503 and "cannot be written" in refused.json["message"]
     assert refused.headers["Retry-After"]
+
+
+def test_a_full_disk_under_the_spool_is_a_503_that_keeps_nothing(own_server, spool_app, database):
+    """The spool's disk full (shown with SQLite's own limit, PRAGMA max_page_count, which fails a write with the
+    same "database or disk is full" a full disk does): a write is a 503 with Retry-After, never a 500, and what was
+    kept before is replayed."""
+    client = spool_app.test_client()
+    own_server.stop()
+    assert client.post("/api/sync/cart", json=cart_item()).status_code == 202
+    connection = spool_app.extensions["fitkart_spool"]._connection()  # this thread's, as the test client's requests
+    (pages,) = connection.execute("PRAGMA page_count").fetchone()
+    connection.execute(f"PRAGMA max_page_count = {pages + 2}")
+    statuses = [client.post("/api/sync/cart", json=cart_item(note="x" * 6000)).status_code for _ in range(6)]
+    assert 503 in statuses and 500 not in statuses, statuses
+    full = client.post("/api/sync/cart", json=cart_item(note="x" * 6000))
+    assert full.status_code == 503 and "disk is full" in full.json["message"] and full.headers["Retry-After"]
+    own_server.start()
+    assert wait_until(lambda: database.cart_items.count_documents({}) == 1 + statuses.count(202))

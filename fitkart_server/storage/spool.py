@@ -63,12 +63,24 @@ def add_column(connection: sqlite3.Connection, table: str, column: str) -> None:
             raise
 
 
+def is_full(error: sqlite3.Error) -> bool:
+    """Whether SQLite refused for want of space (a full disk, or the file at its PRAGMA max_page_count)."""
+    return "database or disk is full" in str(error)
+
+
 class SpoolFull(Exception):
-    """The spool holds FITKART_SPOOL_MAX_MB already: the write cannot be kept."""
+    """The spool cannot keep the write: it holds FITKART_SPOOL_MAX_MB already, or its disk is full (`why`)."""
+
+    def __init__(self, why: str = "is full (FITKART_SPOOL_MAX_MB)") -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class SpoolUnavailable(SpoolFull):
     """The spool's file cannot be written (see Spool.problem): no write can be kept."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot be written (see /readyz)")
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,7 @@ class Spool:
         (sync/ordering.py), not by when it is applied.
         """
         if self.unwritable:
-            raise SpoolUnavailable(self.problem)
+            raise SpoolUnavailable
         arrived = time.time() if arrived is None else arrived
         rows = []
         for kind, collection, body, caller, source, route, version in operations:
@@ -199,8 +211,11 @@ class Spool:
                 "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size, version) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
             connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
+        except BaseException as error:
+            if connection.in_transaction:  # SQLite ends a transaction itself on some errors (a full disk)
+                connection.execute("ROLLBACK")
+            if isinstance(error, sqlite3.OperationalError) and is_full(error):
+                raise SpoolFull("cannot grow: its disk is full") from None
             raise
         return sequences
 

@@ -7,7 +7,7 @@ from werkzeug.exceptions import Forbidden as ForbiddenError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
 
 from ..model.policy import Forbidden
-from ..storage.spool import SpoolFull, SpoolUnavailable
+from ..storage.spool import SpoolFull
 from ..storage.store import DatabaseUnavailable, is_refused_login, unavailable
 from ..sync.write import RecordRejected
 from .tokens import KeysUnavailable
@@ -29,11 +29,8 @@ def as_http_error(error: Exception) -> HTTPException:
         http_error = ServiceUnavailable()
         if isinstance(error, DatabaseUnavailable):
             message = str(error)
-        elif isinstance(error, SpoolUnavailable):
-            message = "database unreachable, and the spool of writes waiting for it cannot be written: nothing was kept"
         elif isinstance(error, SpoolFull):
-            message = ("database unreachable, and the spool of writes waiting for it is full "
-                       "(FITKART_SPOOL_MAX_MB): nothing was kept")
+            message = f"database unreachable, and the spool of writes waiting for it {error.why}: nothing was kept"
         elif isinstance(error, KeysUnavailable):
             message = "Supabase signing keys (JWKS) unreachable"
         else:
