@@ -116,7 +116,8 @@ class Replayer:
 
     @contextmanager
     def _lease_renewed(self) -> Iterator[None]:
-        """Renew the lease every third of its time while a run applies: on a slow database a run can outlast it."""
+        """Renew the lease every third of its time while the spool drains: on a slow database one run can outlast
+        it. One renewer for the whole drain, not one per run."""
         finished = threading.Event()
 
         def renew() -> None:
@@ -145,12 +146,19 @@ class Replayer:
     def replay(self) -> int:
         """Apply queued entries in order until the spool is empty; how many were applied."""
         engine = self.store.engine()
+        with self._lease_renewed():
+            done = self._drain(engine)
+        if done:
+            log.info("Replayed %d queued writes from the spool.", done)
+        return done
+
+    def _drain(self, engine: SyncEngine) -> int:
+        """`replay`'s loop: runs in order until the spool is empty or the lease went to another replayer."""
         done = 0
         while entries := self.spool.head(REPLAY_BATCH):
             for run in runs(entries):
                 try:
-                    with self._lease_renewed():
-                        apply_run(engine, run)
+                    apply_run(engine, run)
                 except (*UNREACHABLE, DatabaseUnavailable):
                     raise
                 except Exception as error:  # a fault of ours must not block the spool: keep it as a reject
@@ -164,8 +172,6 @@ class Replayer:
                     # could apply an older write after a newer one.
                     log.warning("The spool's lease went to another replayer after %d writes; this one stops.", done)
                     return done
-        if done:
-            log.info("Replayed %d queued writes from the spool.", done)
         return done
 
 

@@ -33,12 +33,12 @@ def spool_state() -> dict:
 
     `replay` is `ok`, or `failing` with the replayer's error, since when and how many tries (it keeps trying).
     """
-    replayer = get_replayer()
-    state = {"max_bytes": get_spool().max_bytes, "replay": "ok"}
-    if get_spool().problem:
-        state["problem"] = get_spool().problem
+    spool, replayer = get_spool(), get_replayer()
+    state = {"max_bytes": spool.max_bytes, "replay": "ok"}
+    if spool.problem:
+        state["problem"] = spool.problem
     try:
-        depth = get_spool().depth()
+        depth = spool.depth()
     except sqlite3.Error as error:  # the file locked or damaged: say so, do not fail the page
         state.update(entries=None, bytes=None, oldest_seconds=None, error=f"{error.__class__.__name__}: {error}")
     else:
