@@ -89,7 +89,8 @@ class Replayer:
                         self._release()
                         return
                 if not self.spool.take_lease():
-                    self._stopped.wait(RETRY_SECONDS)  # another process replays; take over if its lease runs out
+                    self.fault = None  # another process replays (and says how it goes); take over if its lease runs out
+                    self._stopped.wait(RETRY_SECONDS)
                     continue
                 self.replay()
                 self.fault = None
@@ -154,7 +155,7 @@ class Replayer:
 
     def _drain(self, engine: SyncEngine) -> int:
         """`replay`'s loop: runs in order until the spool is empty or the lease went to another replayer."""
-        done = 0
+        done, rate, since = 0, 0.0, time.monotonic()
         while entries := self.spool.head(REPLAY_BATCH):
             for run in runs(entries):
                 try:
@@ -165,14 +166,27 @@ class Replayer:
                     log.exception("A queued write could not be replayed; it is kept in sync_rejects.")
                     set_aside(engine, run, error)
                 # After the database holds them: a crash in between replays them again, which changes nothing.
-                self.spool.remove_through(run[-1].seq)
                 done += len(run)
+                self.fault = None  # it applies again
+                # The recent rate tells writers whether waiting for the drain can pay off, and paces those that
+                # queue behind it (spool.py): it follows a database that slows down as it fills.
+                now = time.monotonic()
+                rate = recent_rate(rate, len(run), now - since)
+                since = now
+                self.spool.remove_through(run[-1].seq, rate=rate)
+                self.spool.keep_reserve()  # made again once the disk has room (after a full disk freed it)
                 if not self.spool.take_lease():
                     # Its lease ran out (this process stalled) and another replayer has the queue now: two at once
                     # could apply an older write after a newer one.
                     log.warning("The spool's lease went to another replayer after %d writes; this one stops.", done)
                     return done
         return done
+
+
+def recent_rate(previous: float, applied: int, seconds: float) -> float:
+    """Entries a second, weighted towards the latest run (the first run sets it)."""
+    latest = applied / max(seconds, 0.001)
+    return latest if previous <= 0 else (previous + latest) / 2
 
 
 def runs(entries: list[Entry]) -> list[list[Entry]]:
@@ -250,8 +264,10 @@ def init_app(app: Flask) -> None:
     atexit.register(lambda: (replayer := exiting()) is not None and replayer.stop(timeout=EXIT_SECONDS))
     spool.check()  # a damaged file is moved aside, an unwritable one leaves the spool off: the server starts
     try:
-        if not spool.is_empty():
-            replayer.kick()
-    except sqlite3.Error as error:  # busy now (another worker is setting the file up): the replayer tries again
+        # A file another program held locked through the check is left to the replayer: it delays the replay,
+        # never this worker's start.
+        if spool.is_set_up and spool.is_empty():
+            return
+    except sqlite3.Error as error:
         log.warning("The spool could not be read at start-up (%s); its replayer tries again.", error)
-        replayer.kick()
+    replayer.kick()

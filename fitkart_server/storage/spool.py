@@ -12,6 +12,7 @@ Each entry is one operation: an upsert or delete of a record, or a refused write
 replay). Entries hold the caller's role and user id, never a token.
 """
 
+import errno
 import fcntl
 import json
 import logging
@@ -22,7 +23,8 @@ import struct
 import tempfile
 import threading
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 
 from ..model.policy import Caller
@@ -30,14 +32,22 @@ from ..model.policy import Caller
 log = logging.getLogger(__name__)
 FILE = "spool.sqlite3"
 LEASE_SECONDS = 15  # renewed every third of it while a replayer works: a dead one's runs out soon
-PROGRESS_SECONDS = 2  # a replayer that applied something this recently is draining a database that answers
+# A replayer that removed applied entries this recently is draining a database that answers (one run of up to
+# 500 entries takes a few seconds on a slow database).
+PROGRESS_SECONDS = 10
+# Disk space held in `<spool>.reserve` for removing applied entries (a removal writes to the WAL too): on a full
+# disk it is given up so the spool can still shrink. One removal (a run of at most 500 entries) writes far less.
+RESERVE_BYTES = 8 * 1024 * 1024
+FULL_DISK = "cannot grow: its disk is full"
+ADMIT_SHARE = 0.5  # while the spool drains, writes are queued at most half as fast as it drains
+MAX_PAUSE_SECONDS = 5.0  # the longest a queued write's answer is held for that
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, "
     "kind TEXT NOT NULL, collection TEXT, body TEXT NOT NULL, role TEXT NOT NULL, user_id TEXT, "
     "source TEXT NOT NULL, route TEXT, size INTEGER NOT NULL, version TEXT)",
     # progress_at: when a replayer last applied something, so writers know the database is back.
     "CREATE TABLE IF NOT EXISTS lease (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT, until REAL NOT NULL, "
-    "progress_at REAL NOT NULL DEFAULT 0)",
+    "progress_at REAL NOT NULL DEFAULT 0, rate REAL NOT NULL DEFAULT 0, admit_at REAL NOT NULL DEFAULT 0)",
     "INSERT OR IGNORE INTO lease (id, owner, until) VALUES (1, NULL, 0)",
     # Entries and bytes kept by triggers, so the size check of each append reads one row, not the whole queue.
     "CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 1), entries INTEGER NOT NULL, "
@@ -76,6 +86,18 @@ class SpoolFull(Exception):
         self.why = why
 
 
+class SpoolBusy(SpoolFull):
+    """Another program holds the spool's file locked past the busy timeout: nothing could be kept now."""
+
+    def __init__(self) -> None:
+        super().__init__("is locked by another program (see /readyz)")
+
+
+def is_locked(error: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for a lock another connection holds."""
+    return "locked" in str(error) or "busy" in str(error)
+
+
 class SpoolUnavailable(SpoolFull):
     """The spool's file cannot be written (see Spool.problem): no write can be kept."""
 
@@ -99,6 +121,14 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """Operations just queued: their sequence numbers, and how long their answer waits (see Spool._paced)."""
+
+    sequences: list[int]
+    pause: float
+
+
+@dataclass(frozen=True)
 class Depth:
     """How much is queued: entries, bytes, and the oldest one's age in seconds."""
 
@@ -118,26 +148,38 @@ class Spool:
         # What is wrong with the file, in one line saying what to do; `unwritable`: nothing can be kept at all.
         self.problem: str | None = None
         self.unwritable = False
+        self._set_up_pid: int | None = None  # the process that set the file up (tables, WAL mode)
+        self._no_reserve = False  # the reserve cannot be made here for another reason than a full disk
 
     def check(self) -> None:
         """Open the file at start-up: a damaged one is moved aside and a new one started, an unwritable one leaves
         the spool off (direct writes are served; a write while the database is away is a 503). Either way the
         server starts, and `problem` says what happened and what to do."""
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with open(f"{self.path}.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # one worker at a time decides, so none moves another's new file
+            with self._file_lock():  # one worker at a time decides, so none moves another's new file
                 self._checked()
         except OSError as error:
             self._off(error)
+        if not self.unwritable:
+            self.keep_reserve()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold `<spool>.lock` (an flock: set-up and checks, one process at a time)."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(f"{self.path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _checked(self) -> None:
+        """check's work, under the file lock."""
         try:
+            self._set_up()
             if self._connection().execute("PRAGMA quick_check").fetchone()[0] == "ok":
                 return
             error: Exception = sqlite3.DatabaseError("quick_check found damage")
         except sqlite3.OperationalError as failure:
-            if "locked" in str(failure):
+            if is_locked(failure):
                 return  # busy, not broken: the replayer and writers try again
             if not os.path.exists(self.path) or "unable to open" in str(failure) or "readonly" in str(failure):
                 self._off(failure)
@@ -145,7 +187,7 @@ class Spool:
             error = failure
         except sqlite3.DatabaseError as failure:
             error = failure
-        self._local = threading.local()  # forget the connection to the damaged file
+        self._forget()
         moved = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(self.path + suffix):
@@ -153,48 +195,115 @@ class Spool:
         self.problem = (f"The spool file {self.path} was damaged ({error}); it was moved to {moved} and a new one "
                         f"started. Read what it held with: flask fitkart spool --file {moved}")
         log.error("%s", self.problem)
-        self._connection()
+        self._set_up()
 
     def _off(self, error: Exception) -> None:
         """The file cannot be opened for writing: no write can be kept until an operator fixes it."""
-        self._local = threading.local()
+        self._forget()
         self.unwritable = True
         self.problem = (f"The spool file {self.path} cannot be written ({error}): a write while the database is "
                         "away is refused (503). Make its directory writable, or set FITKART_SPOOL_PATH, and restart.")
         log.error("%s", self.problem)
 
+    def _forget(self) -> None:
+        """Drop this thread's connection and the set-up done (the file is being replaced or given up)."""
+        self._local = threading.local()
+        self._set_up_pid = None
+
+    @property
+    def is_set_up(self) -> bool:
+        """Whether this process has set the file up (not yet when it was locked at start-up, or is off)."""
+        return self._set_up_pid == os.getpid()
+
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection (a forked worker opens its own)."""
+        """This thread's connection (a forked worker opens its own); the file set up once per process."""
         if getattr(self._local, "pid", None) != os.getpid():
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            if self._set_up_pid != os.getpid():
+                with self._file_lock():  # workers booting together set up a new file one after another
+                    self._set_up()
             connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            # Set once per file (it persists): changing it needs the file to itself, which a worker starting
-            # beside busy ones may not get ("database is locked").
-            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                connection.execute("PRAGMA journal_mode=WAL")
             # FULL: each commit is fsync'd, so a write answered 202 survives a crash or power loss.
             connection.execute("PRAGMA synchronous=FULL")
+            # FAST: a removal zeroes what it can without writing more pages, so removing needs little disk.
+            connection.execute("PRAGMA secure_delete=FAST")
+            self._local.connection, self._local.pid = connection, os.getpid()
+        return self._local.connection
+
+    def _set_up(self) -> None:
+        """WAL mode, the tables, and the columns an older release's file lacks (idempotent; under the file lock)."""
+        with closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as connection:
+            # Set once per file (it persists): changing it needs the file to itself.
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
             for statement in SCHEMA:
                 connection.execute(statement)
             add_column(connection, "entries", "version TEXT")  # a spool written before clients sent versions
-            self._local.connection, self._local.pid = connection, os.getpid()
-        return self._local.connection
+            for column in ("rate", "admit_at"):  # before writers asked how fast it drains
+                add_column(connection, "lease", f"{column} REAL NOT NULL DEFAULT 0")
+        self._set_up_pid = os.getpid()
+
+    @property
+    def reserve_path(self) -> str:
+        """The file holding RESERVE_BYTES of the spool's disk."""
+        return f"{self.path}.reserve"
+
+    def keep_reserve(self) -> bool:
+        """Hold RESERVE_BYTES of the spool's disk for removals; False when the disk has no room for it."""
+        if self._no_reserve:
+            return True
+        with suppress(OSError):
+            if os.path.getsize(self.reserve_path) >= RESERVE_BYTES:
+                return True  # the usual case: one stat
+        try:
+            descriptor = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(descriptor, 0, RESERVE_BYTES)  # blocks really taken, not a sparse file
+            finally:
+                os.close(descriptor)
+            return True
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                with suppress(OSError):
+                    os.remove(self.reserve_path)  # no half reserve taking the last room
+                return False
+            # Not a lack of room (a directory that refuses new files): the spool works without a reserve.
+            self._no_reserve = True
+            log.warning("The spool's disk reserve %s cannot be made (%s): on a full disk its applied entries may "
+                        "not be removable.", self.reserve_path, error)
+            return True
+
+    def _may_grow(self) -> bool:
+        """Whether an append leaves room to remove applied entries: the reserve is held (or cannot be had on this
+        filesystem), or nothing queued needs it and it can be made now. While the replayer uses the freed reserve,
+        appends are refused rather than take its room; the replayer makes it again once there is room."""
+        if self._no_reserve or os.path.exists(self.reserve_path):
+            return True
+        return self.is_empty() and self.keep_reserve()
+
+    def _give_up_reserve(self) -> None:
+        """Free the reserve (the disk is full and applied entries must be removed)."""
+        with suppress(FileNotFoundError):
+            os.remove(self.reserve_path)
+            log.warning("The spool's disk is full: its reserve was freed to remove applied entries; nothing more is "
+                        "queued until there is room for the reserve again.")
 
     def append(self, kind: str, collection: str | None, body, caller: Caller, source: str,
                route: str | None, version: list[int] | None = None, arrived: float | None = None) -> int:
         """Queue one operation durably; its sequence number. SpoolFull when over the size cap."""
-        return self.append_many([(kind, collection, body, caller, source, route, version)], arrived)[0]
+        return self.append_many([(kind, collection, body, caller, source, route, version)], arrived).sequences[0]
 
     def append_many(self, operations: list[tuple[str, str | None, object, Caller, str, str | None,
-                                                 list[int] | None]], arrived: float | None = None) -> list[int]:
+                                                 list[int] | None]], arrived: float | None = None) -> "Queued":
         """Queue operations (kind, collection, body, caller, source, route, client version) durably, all or none,
-        with one fsync; their sequence numbers. SpoolFull when they would take the spool over its size cap.
+        with one fsync; their sequence numbers and pause. SpoolFull when they would take the spool over its size cap.
 
         Each keeps the time its request arrived (`arrived`, else now): its replay is judged by it
         (sync/ordering.py), not by when it is applied.
         """
         if self.unwritable:
             raise SpoolUnavailable
+        if not self._may_grow():
+            raise SpoolFull(FULL_DISK)
         arrived = time.time() if arrived is None else arrived
         rows = []
         for kind, collection, body, caller, source, route, version in operations:
@@ -202,22 +311,38 @@ class Spool:
             rows.append((arrived, kind, collection, text, caller.role, caller.user_id, source, route,
                          len(text.encode("utf-8", "replace")), None if version is None else json.dumps(version)))
         connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")  # the size check and the inserts as one step
         try:
+            connection.execute("BEGIN IMMEDIATE")  # the size check and the inserts as one step
             (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
             if queued + sum(row[8] for row in rows) > self.max_bytes:
                 raise SpoolFull
             sequences = [connection.execute(
                 "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size, version) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
+            pause = self._paced(connection, len(rows))
             connection.execute("COMMIT")
         except BaseException as error:
             if connection.in_transaction:  # SQLite ends a transaction itself on some errors (a full disk)
                 connection.execute("ROLLBACK")
             if isinstance(error, sqlite3.OperationalError) and is_full(error):
-                raise SpoolFull("cannot grow: its disk is full") from None
+                raise SpoolFull(FULL_DISK) from None
+            if isinstance(error, sqlite3.OperationalError) and is_locked(error):
+                raise SpoolBusy from None
             raise
-        return sequences
+        return Queued(sequences, pause)
+
+    def _paced(self, connection: sqlite3.Connection, count: int) -> float:
+        """How long the answer to `count` operations queued now should wait: while a replayer drains, queued
+        writes are let in at most ADMIT_SHARE of its rate, one after another (across processes), so the backlog
+        shrinks even when clients send as fast as they are answered. Never more than MAX_PAUSE_SECONDS."""
+        now = time.time()
+        progress_at, rate, admit_at = connection.execute(
+            "SELECT progress_at, rate, admit_at FROM lease WHERE id = 1").fetchone()
+        if now - progress_at >= PROGRESS_SECONDS or rate <= 0:
+            return 0.0  # nothing drains (the database is away): the spool is what takes the writes
+        slot = min(max(admit_at, now), now + MAX_PAUSE_SECONDS)
+        connection.execute("UPDATE lease SET admit_at = ? WHERE id = 1", (slot + count / (rate * ADMIT_SHARE),))
+        return slot - now
 
     def is_empty(self) -> bool:
         """Whether nothing is queued (one indexed read)."""
@@ -243,18 +368,40 @@ class Spool:
                       None if version is None else json.loads(version))
                 for seq, at, kind, collection, body, role, user_id, source, route, version in rows]
 
-    def remove_through(self, seq: int) -> None:
-        """Forget the entries up to `seq` once the database holds their effect; note the progress."""
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("DELETE FROM entries WHERE seq <= ?", (seq,))
-        connection.execute("UPDATE lease SET progress_at = ? WHERE id = 1", (time.time(),))
-        connection.execute("COMMIT")
+    def remove_through(self, seq: int, rate: float = 0.0) -> None:
+        """Forget the entries up to `seq` once the database holds their effect; note the progress and the rate
+        (entries a second) the replayer drains at. On a full disk the reserve is freed for it."""
+        try:
+            self._remove_through(seq, rate)
+        except sqlite3.OperationalError as error:
+            if not is_full(error):
+                raise
+            self._give_up_reserve()
+            self._remove_through(seq, rate)
 
-    def draining(self) -> bool:
-        """Whether a replayer is applying entries right now (so the database answers again)."""
-        (progress_at,) = self._connection().execute("SELECT progress_at FROM lease WHERE id = 1").fetchone()
-        return time.time() - progress_at < PROGRESS_SECONDS
+    def _remove_through(self, seq: int, rate: float) -> None:
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("DELETE FROM entries WHERE seq <= ?", (seq,))
+            connection.execute("UPDATE lease SET progress_at = ?, rate = ? WHERE id = 1", (time.time(), rate))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def drain_seconds(self) -> float | None:
+        """How long the queue will take to drain at the replayer's recent rate: 0 when it is empty, None when
+        no replayer is making progress (the database is away, or nothing replays)."""
+        entries, progress_at, rate = self._connection().execute(
+            "SELECT totals.entries, lease.progress_at, lease.rate FROM totals, lease "
+            "WHERE totals.id = 1 AND lease.id = 1").fetchone()
+        if entries == 0:
+            return 0.0
+        if time.time() - progress_at >= PROGRESS_SECONDS or rate <= 0:
+            return None
+        return entries / rate
 
     def drop_all(self) -> int:
         """Forget every entry (an operator's decision); how many there were."""

@@ -17,15 +17,19 @@ from ..clock import to_millisecond
 from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller, Forbidden
 from ..storage.replay import UNREACHABLE, get_replayer, get_spool
+from ..storage.spool import Queued
 from ..storage.store import get_engine, get_store
 from ..sync.engine import SyncEngine
 from ..sync.write import RecordRejected, Write
 from .auth import current_caller
 
 QUEUED = "queued"
-# While the spool drains, a new write waits (up to this long) for it rather than queue behind it:
-# queueing costs less than writing, so under load the spool would otherwise never empty.
-DRAIN_WAIT_SECONDS = 10.0
+# While the spool drains, a new write waits for it rather than queue behind it (queueing costs less than
+# writing, so under load the spool would otherwise never empty) — but only when the queue ahead will be gone
+# within this long at the replayer's rate: a longer backlog is queued behind at once. Well under any client's
+# patience (the TypeScript client gives a request 60 s).
+DRAIN_WAIT_SECONDS = 5.0
+DRAIN_POLL_SECONDS = 0.02
 
 
 def spool_state() -> dict:
@@ -66,19 +70,27 @@ def _queue(kind: str, entity: Entity, payload, caller: Caller, source: str, rout
            engine: SyncEngine, arrived: float) -> dict:
     """Validate and queue one write (SpoolFull when the spool is full); its answer."""
     engine.check(kind, entity, payload, caller=caller, source=source, route=route)
-    seq = get_spool().append(kind, entity.collection, payload, caller, source, route, arrived=arrived)
+    queued = get_spool().append_many([(kind, entity.collection, payload, caller, source, route, None)], arrived)
+    _queued(queued)
+    return {"result": QUEUED, "queued": queued.sequences[0]}
+
+
+def _queued(queued: Queued) -> None:
+    """After queueing: make sure a replayer runs, and hold the answer for the pace a draining spool sets."""
     get_replayer().kick()
-    return {"result": QUEUED, "queued": seq}
+    time.sleep(queued.pause)
 
 
 def spool_is_empty() -> bool:
-    """Whether nothing is queued, after waiting a little for a spool that is draining (backpressure)."""
+    """Whether nothing is queued, after waiting for a draining spool that will be empty soon (backpressure)."""
     spool = get_spool()
+    if spool.is_empty():
+        return True
     deadline = time.monotonic() + DRAIN_WAIT_SECONDS
-    while not spool.is_empty():
-        if not spool.draining() or time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
+    while (left := spool.drain_seconds()) != 0:
+        if left is None or time.monotonic() + left > deadline:
+            return False  # no replayer is making progress, or not soon enough: queue behind it now
+        time.sleep(DRAIN_POLL_SECONDS)
     return True
 
 
@@ -128,11 +140,10 @@ def write_batch(operations: list, *, route: str | None) -> list:
         except (RecordRejected, Forbidden) as refusal:
             answers.append(refusal)
     # One durable append for the whole batch (one fsync, not one per operation), and all of it or none.
-    sequences = get_spool().append_many([(write.kind, write.collection, write.payload, caller, "client", route,
-                                          write.version and write.version.stored()) for _, write in valid],
-                                        arrived)
-    get_replayer().kick()
-    for (index, _), sequence in zip(valid, sequences, strict=True):
+    queued = get_spool().append_many([(write.kind, write.collection, write.payload, caller, "client", route,
+                                       write.version and write.version.stored()) for _, write in valid], arrived)
+    _queued(queued)
+    for (index, _), sequence in zip(valid, queued.sequences, strict=True):
         answers[index] = {"result": QUEUED, "queued": sequence}
     return answers
 
