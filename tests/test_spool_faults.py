@@ -217,3 +217,26 @@ def test_workers_booting_on_a_new_spool_file_held_locked_all_start(own_database,
         up = time.monotonic()
         assert wait_until(lambda: 200 in load.seen(up), DRAIN_BOUND)
     drained(app, load, mongo)
+
+
+def test_a_damaged_spool_file_is_set_aside_and_every_worker_starts(own_database, deployed, tmp_path):
+    """Garbage where the spool file should be: gunicorn starts (one worker moves the file aside, the other finds
+    the new one), /readyz names the file set aside, and the new spool keeps writes through an outage."""
+    server, mongo = own_database
+    path = tmp_path / "damaged" / "spool.sqlite3"
+    path.parent.mkdir()
+    path.write_bytes(b"not a database at all " * 500)
+    app = deployed(FITKART_SPOOL_PATH=str(path))
+    assert len(app.worker_pids()) == 2 and "Worker failed to boot" not in app.log_tail(200)
+    moved = [name for name in os.listdir(path.parent) if ".damaged-" in name and not name.endswith(("-wal", "-shm"))]
+    assert len(moved) == 1, os.listdir(path.parent)
+    assert wait_until(lambda: moved[0] in spool_of(app).get("problem", ""))  # said by the worker that moved it
+    with AcknowledgedWrites(app.url) as load:
+        assert wait_until(lambda: load.acknowledged() >= 10)
+        server.stop()
+        down = time.monotonic()
+        assert wait_until(lambda: 202 in load.seen(down), 60)
+        server.start()
+        up = time.monotonic()
+        assert wait_until(lambda: 200 in load.seen(up), DRAIN_BOUND)
+    drained(app, load, mongo)
