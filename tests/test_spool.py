@@ -4,9 +4,13 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pymongo
 import pytest
@@ -15,7 +19,7 @@ from pymongo import monitoring
 from fitkart_server.model.policy import Caller
 from fitkart_server.storage import replay as replay_module
 from fitkart_server.storage.replay import ReplayFault
-from fitkart_server.storage.spool import Spool, add_column
+from fitkart_server.storage.spool import MAX_PAUSE_SECONDS, Spool, add_column, salvage
 from testbed.commands import WriteCommands
 from testbed.data.records import cart_item, new_id, order, profile
 from testbed.servers.gunicorn import GunicornServer, request
@@ -476,3 +480,85 @@ def test_a_full_disk_under_the_spool_is_a_503_that_keeps_nothing(own_server, spo
     assert full.status_code == 503 and "disk is full" in full.json["message"] and full.headers["Retry-After"]
     own_server.start()
     assert wait_until(lambda: database.cart_items.count_documents({}) == 1 + statuses.count(202))
+
+
+def queue_for_callers(spool: Spool, count: int) -> None:
+    """`count` new cart rows queued, each by a caller of its own (so each is a run of its own at replay)."""
+    spool.append_many([("upsert", "cart_items", cart_item(), Caller("service_role", new_id()), "client",
+                        "/api/sync/cart", None) for _ in range(count)])
+
+
+def test_writes_queued_while_the_spool_drains_come_in_at_half_its_rate(spool_app):
+    """A replayer draining 10 entries a second: each write queued meanwhile is let in 0.2 s after the one before
+    (its answer waits for it), never more than MAX_PAUSE_SECONDS ahead; with no drain going on, none waits."""
+    spool = spool_app.extensions["fitkart_spool"]
+    with closing(sqlite3.connect(spool.path)) as other, other:
+        other.execute("UPDATE lease SET progress_at = ?, rate = 10, until = ? WHERE id = 1",
+                      (time.time(), time.time() + 60))
+    one = [("upsert", "cart_items", cart_item(), Caller("service_role"), "client", "/api/sync/cart", None)]
+    pauses = [spool.append_many(one).pause for _ in range(4)]
+    assert pauses[0] < 0.05 and all(0.15 < later - earlier <= 0.2 for earlier, later in pairwise(pauses)), pauses
+    assert spool.append_many(one * 200).pause <= MAX_PAUSE_SECONDS
+    assert MAX_PAUSE_SECONDS - 0.5 < spool.append_many(one).pause <= MAX_PAUSE_SECONDS
+    now = time.time()
+    # A drain that stopped, a clock set back, a replayer whose lease ran out (it died).
+    for progress_at, until in ((now - 60, now + 60), (now + 3600, now + 60), (now, now - 1)):
+        with closing(sqlite3.connect(spool.path)) as other, other:
+            other.execute("UPDATE lease SET progress_at = ?, until = ?, admit_at = 0 WHERE id = 1",
+                          (progress_at, until))
+        assert spool.append_many(one).pause == 0 and spool.drain_seconds() is None
+
+
+def test_the_spool_command_replays_alone_while_the_servers_own_replayer_winds_down(spool_app, monkeypatch):
+    """`spool --replay` in a process whose own replayer is mid-drain: that replayer stops after its run, then the
+    command drains the rest; no entry is applied twice."""
+    spool = spool_app.extensions["fitkart_spool"]
+    queue_for_callers(spool, 200)
+    applied: list[int] = []
+    real = replay_module.apply_run
+
+    def slowly(engine, run):
+        if threading.current_thread().name == "fitkart-spool":
+            time.sleep(0.1)  # the server's own replayer on a slow database: 20 s for the queue, past stop's wait
+        real(engine, run)
+        applied.extend(entry.seq for entry in run)
+
+    monkeypatch.setattr(replay_module, "apply_run", slowly)
+    spool_app.extensions["fitkart_replayer"].kick()
+    assert wait_until(lambda: len(applied) >= 5)
+    result = spool_app.test_cli_runner().invoke(args=["fitkart", "spool", "--replay"])
+    assert result.exit_code == 0, result.output
+    assert sorted(applied) == sorted(set(applied)) and len(applied) == 200
+
+
+def test_a_crashed_writers_set_aside_file_yields_what_its_wal_holds(tmp_path):
+    """A spool whose last writes are only in its -wal (the process died before a checkpoint), set aside as a
+    damaged file is: `salvage` reads them too."""
+    path = tmp_path / "spool.sqlite3"
+    subprocess.run([sys.executable, "-c", (
+        "import os, sys; from fitkart_server.storage.spool import Spool; from fitkart_server.model.policy import "
+        f"Caller; spool = Spool({str(path)!r}, 1 << 30); spool.check(); "
+        "[spool.append('upsert', 'cart_items', {'n': n}, Caller('service_role'), 'client', None) for n in range(200)];"
+        " os._exit(0)")], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert os.path.getsize(f"{path}-wal") > 0
+    moved = tmp_path / "spool.sqlite3.damaged-1"
+    for suffix in ("", "-wal", "-shm"):
+        os.rename(f"{path}{suffix}", f"{moved}{suffix}")
+    rows, stopped = salvage(str(moved))
+    assert stopped is None and len(rows) == 200
+
+
+def test_a_worker_starting_while_the_spool_file_is_write_locked_serves_writes(make_app, database_uri, decimal_mode,
+                                                                              local_files):
+    """An operator's sqlite3 shell holds the spool file in a write transaction while a worker starts: the worker
+    starts and, with the database up, its writes are applied (the file's set-up only reads a ready file)."""
+    Spool(local_files["FITKART_SPOOL_PATH"], 1 << 20).check()
+    shell = sqlite3.connect(local_files["FITKART_SPOOL_PATH"], isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    try:
+        client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode).test_client()
+        answer = client.post("/api/sync/cart", json=cart_item())
+        assert answer.status_code == 200, answer.json
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()

@@ -7,7 +7,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .replay import UNREACHABLE, get_replayer, get_spool
+from .replay import UNREACHABLE, Replayer, get_replayer, get_spool
 from .spool import salvage
 from .store import DatabaseUnavailable, get_store
 
@@ -70,14 +70,13 @@ def spool_command(replay: bool, drop: bool, yes: bool, set_aside: str | None) ->
             click.echo(f"dropped {spool.drop_all():,} queued writes")
         return
     if replay and depth.entries:
-        # This process's own replayer (started with the app when the spool held anything) stands down: one
-        # replayer per process, or two would share one lease owner.
-        get_replayer().stop()
-        if not spool.take_lease():
+        # This process's own replayer (started with the app when the spool held anything) stands down first: one
+        # replayer per process, or two would share one lease owner. The command drains with one of its own.
+        if not get_replayer().stop() or not spool.take_lease():
             click.echo("a server process is replaying the spool right now; it will drain it", err=True)
             sys.exit(BUSY)
         try:
-            done = get_replayer().replay()
+            done = Replayer(spool, current_app.extensions["fitkart_store"]).replay()
         except (*UNREACHABLE, DatabaseUnavailable) as error:
             click.echo(f"error: the database is still away ({error.__class__.__name__}); nothing more applied",
                        err=True)

@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -71,13 +71,17 @@ class Replayer:
                 self._thread = threading.Thread(target=self._run, name="fitkart-spool", daemon=True)
                 self._thread.start()
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop replaying in this process (its app is closing) and wait for the thread; the queue stays on disk."""
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop replaying in this process (its app is closing) and wait for the thread; the queue stays on disk.
+        Whether it stopped in time (if not, it stops after the run it is applying, and the lease is its own)."""
         self._stopped.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+            if thread.is_alive():
+                return False  # still applying a run: letting go of the lease now would let another start beside it
         self._release()  # another process replays at once, not once the lease runs out
+        return True
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -95,8 +99,10 @@ class Replayer:
                 self.replay()
                 self.fault = None
             except (*UNREACHABLE, DatabaseUnavailable):
+                self._drain_ended()  # writers stop waiting for a drain that is not happening
                 self._stopped.wait(RETRY_SECONDS)
             except Exception as error:  # the spool's file or a fault of ours: the entries stay queued, and it is said
+                self.spool.free_reserve(error)  # a full disk: the lease and removals need the reserve's room
                 self._failed(error)
                 self._stopped.wait(min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self.fault.attempts, 8)))
         self._release()
@@ -137,6 +143,11 @@ class Replayer:
             finished.set()
             renewer.join()
 
+    def _drain_ended(self) -> None:
+        """Say the drain stopped (when the file lets us; else its progress goes stale by itself)."""
+        with suppress(sqlite3.Error, OSError):
+            self.spool.drain_ended()
+
     def _release(self) -> None:
         """Let another process replay (when the file lets us say so; else the lease runs out)."""
         try:
@@ -158,6 +169,8 @@ class Replayer:
         done, rate, since = 0, 0.0, time.monotonic()
         while entries := self.spool.head(REPLAY_BATCH):
             for run in runs(entries):
+                if self._stopped.is_set():
+                    return done  # its process is closing, or a command replays instead: the rest stays queued
                 try:
                     apply_run(engine, run)
                 except (*UNREACHABLE, DatabaseUnavailable):

@@ -32,9 +32,10 @@ from ..model.policy import Caller
 log = logging.getLogger(__name__)
 FILE = "spool.sqlite3"
 LEASE_SECONDS = 15  # renewed every third of it while a replayer works: a dead one's runs out soon
-# A replayer that removed applied entries this recently is draining a database that answers (one run of up to
-# 500 entries takes a few seconds on a slow database).
-PROGRESS_SECONDS = 10
+# A replayer that holds the lease and removed applied entries this recently is draining a database that answers
+# (one run of up to 500 entries can take many seconds on a slow database; a replayer that finds the database
+# away, or the queue empty, says so at once: Spool.drain_ended).
+PROGRESS_SECONDS = 30
 # Disk space held in `<spool>.reserve` for removing applied entries (a removal writes to the WAL too): on a full
 # disk it is given up so the spool can still shrink. One removal (a run of at most 500 entries) writes far less.
 RESERVE_BYTES = 8 * 1024 * 1024
@@ -71,6 +72,29 @@ def add_column(connection: sqlite3.Connection, table: str, column: str) -> None:
     except sqlite3.OperationalError as error:
         if "duplicate column" not in str(error):
             raise
+
+
+def is_ready(connection: sqlite3.Connection) -> bool:
+    """Whether a spool file holds every table, trigger, column and row this release uses."""
+    names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    if not {"entries", "lease", "totals", "entry_added", "entry_removed"} <= names:
+        return False
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(lease)")}
+    columns |= {row[1] for row in connection.execute("PRAGMA table_info(entries)")}
+    rows = connection.execute("SELECT (SELECT COUNT(*) FROM lease) + (SELECT COUNT(*) FROM totals)").fetchone()[0]
+    return {"rate", "admit_at", "version"} <= columns and rows == 2
+
+
+def is_draining(now: float, progress_at: float, rate: float, until: float) -> bool:
+    """Whether a replayer holding a live lease removed applied entries lately (a clock set back makes
+    `progress_at` look ahead: not)."""
+    return 0 <= now - progress_at < PROGRESS_SECONDS and rate > 0 and until > now
+
+
+def is_out_of_room(error: sqlite3.Error) -> bool:
+    """Whether SQLite may have failed for want of space: full, or an I/O error (on a full disk, making a WAL's
+    -shm file fails so)."""
+    return is_full(error) or "disk I/O error" in str(error)
 
 
 def is_full(error: sqlite3.Error) -> bool:
@@ -150,6 +174,7 @@ class Spool:
         self.unwritable = False
         self._set_up_pid: int | None = None  # the process that set the file up (tables, WAL mode)
         self._no_reserve = False  # the reserve cannot be made here for another reason than a full disk
+        self._reserve_given_up = False  # this process freed the reserve for want of room
 
     def check(self) -> None:
         """Open the file at start-up: a damaged one is moved aside and a new one started, an unwritable one leaves
@@ -160,8 +185,13 @@ class Spool:
                 self._checked()
         except OSError as error:
             self._off(error)
-        if not self.unwritable:
-            self.keep_reserve()
+        except sqlite3.Error as error:  # not the file's content (that is _checked's): say so, try again later
+            self._forget()
+            self.problem = (f"The spool file {self.path} could not be opened at start-up ({error}); writes and the "
+                            "replayer try again. Check its disk's free space.")
+            log.error("%s", self.problem)
+        if not self.unwritable and not self._reserve_given_up:
+            self.keep_reserve()  # (not when the check itself needed its room)
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -179,19 +209,26 @@ class Spool:
                 return
             error: Exception = sqlite3.DatabaseError("quick_check found damage")
         except sqlite3.OperationalError as failure:
-            if is_locked(failure):
-                return  # busy, not broken: the replayer and writers try again
             if not os.path.exists(self.path) or "unable to open" in str(failure) or "readonly" in str(failure):
                 self._off(failure)
                 return
-            error = failure
-        except sqlite3.DatabaseError as failure:
+            if is_out_of_room(failure):
+                # The disk, not the file (on a full disk even its -shm cannot be made): free the reserve once.
+                self._give_up_reserve()
+                self._set_up()
+                return
+            self._forget()
+            if is_locked(failure):
+                return  # busy, not broken: the replayer and writers try again
+            raise  # not a sign of damage either: check() says so, and nothing is moved
+        except sqlite3.DatabaseError as failure:  # "file is not a database", "malformed": its content is damaged
             error = failure
         self._forget()
-        moved = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        # A name no other worker or start can take: nothing set aside is ever overwritten.
+        moved = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, moved + suffix)
+                os.rename(self.path + suffix, moved + suffix)
         self.problem = (f"The spool file {self.path} was damaged ({error}); it was moved to {moved} and a new one "
                         f"started. Read what it held with: flask fitkart spool --file {moved}")
         log.error("%s", self.problem)
@@ -235,11 +272,21 @@ class Spool:
             # Set once per file (it persists): changing it needs the file to itself.
             if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 connection.execute("PRAGMA journal_mode=WAL")
-            for statement in SCHEMA:
-                connection.execute(statement)
-            add_column(connection, "entries", "version TEXT")  # a spool written before clients sent versions
-            for column in ("rate", "admit_at"):  # before writers asked how fast it drains
-                add_column(connection, "lease", f"{column} REAL NOT NULL DEFAULT 0")
+            # Only reads when the file is ready (every start but the first): a file another program holds
+            # write-locked does not hold up a worker's start or its requests.
+            if not is_ready(connection):
+                connection.execute("BEGIN IMMEDIATE")  # all of it or none: a half set-up file has no lease row
+                try:
+                    for statement in SCHEMA:
+                        connection.execute(statement)
+                    add_column(connection, "entries", "version TEXT")  # before clients sent versions
+                    for column in ("rate", "admit_at"):  # before writers asked how fast it drains
+                        add_column(connection, "lease", f"{column} REAL NOT NULL DEFAULT 0")
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
         self._set_up_pid = os.getpid()
 
     @property
@@ -260,6 +307,7 @@ class Spool:
                 os.posix_fallocate(descriptor, 0, RESERVE_BYTES)  # blocks really taken, not a sparse file
             finally:
                 os.close(descriptor)
+            self._reserve_given_up = False
             return True
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -280,8 +328,14 @@ class Spool:
             return True
         return self.is_empty() and self.keep_reserve()
 
+    def free_reserve(self, error: Exception) -> None:
+        """Free the reserve when `error` may be a full disk (a replayer's lease or removal needs the room)."""
+        if isinstance(error, sqlite3.OperationalError) and is_out_of_room(error):
+            self._give_up_reserve()
+
     def _give_up_reserve(self) -> None:
         """Free the reserve (the disk is full and applied entries must be removed)."""
+        self._reserve_given_up = True
         with suppress(FileNotFoundError):
             os.remove(self.reserve_path)
             log.warning("The spool's disk is full: its reserve was freed to remove applied entries; nothing more is "
@@ -300,6 +354,8 @@ class Spool:
         Each keeps the time its request arrived (`arrived`, else now): its replay is judged by it
         (sync/ordering.py), not by when it is applied.
         """
+        if not operations:
+            return Queued([], 0.0)
         if self.unwritable:
             raise SpoolUnavailable
         if not self._may_grow():
@@ -313,6 +369,8 @@ class Spool:
         connection = self._connection()
         try:
             connection.execute("BEGIN IMMEDIATE")  # the size check and the inserts as one step
+            if not self._no_reserve and not os.path.exists(self.reserve_path):
+                raise SpoolFull(FULL_DISK)  # freed while this waited for the lock: its room is the replayer's
             (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
             if queued + sum(row[8] for row in rows) > self.max_bytes:
                 raise SpoolFull
@@ -336,12 +394,13 @@ class Spool:
         writes are let in at most ADMIT_SHARE of its rate, one after another (across processes), so the backlog
         shrinks even when clients send as fast as they are answered. Never more than MAX_PAUSE_SECONDS."""
         now = time.time()
-        progress_at, rate, admit_at = connection.execute(
-            "SELECT progress_at, rate, admit_at FROM lease WHERE id = 1").fetchone()
-        if now - progress_at >= PROGRESS_SECONDS or rate <= 0:
+        progress_at, rate, admit_at, until = connection.execute(
+            "SELECT progress_at, rate, admit_at, until FROM lease WHERE id = 1").fetchone()
+        if not is_draining(now, progress_at, rate, until):
             return 0.0  # nothing drains (the database is away): the spool is what takes the writes
         slot = min(max(admit_at, now), now + MAX_PAUSE_SECONDS)
-        connection.execute("UPDATE lease SET admit_at = ? WHERE id = 1", (slot + count / (rate * ADMIT_SHARE),))
+        next_slot = min(slot + count / (rate * ADMIT_SHARE), now + MAX_PAUSE_SECONDS)
+        connection.execute("UPDATE lease SET admit_at = ? WHERE id = 1", (next_slot,))
         return slot - now
 
     def is_empty(self) -> bool:
@@ -394,14 +453,19 @@ class Spool:
     def drain_seconds(self) -> float | None:
         """How long the queue will take to drain at the replayer's recent rate: 0 when it is empty, None when
         no replayer is making progress (the database is away, or nothing replays)."""
-        entries, progress_at, rate = self._connection().execute(
-            "SELECT totals.entries, lease.progress_at, lease.rate FROM totals, lease "
+        entries, progress_at, rate, until = self._connection().execute(
+            "SELECT totals.entries, lease.progress_at, lease.rate, lease.until FROM totals, lease "
             "WHERE totals.id = 1 AND lease.id = 1").fetchone()
         if entries == 0:
             return 0.0
-        if time.time() - progress_at >= PROGRESS_SECONDS or rate <= 0:
+        if not is_draining(time.time(), progress_at, rate, until):
             return None
         return entries / rate
+
+    def drain_ended(self) -> None:
+        """The replayer stopped draining (the queue is empty, or the database went away): writers stop waiting for
+        it, and a later drain starts with no leftover pace."""
+        self._connection().execute("UPDATE lease SET rate = 0, admit_at = 0 WHERE id = 1 AND owner = ?", (self.owner,))
 
     def drop_all(self) -> int:
         """Forget every entry (an operator's decision); how many there were."""
@@ -419,8 +483,8 @@ class Spool:
         """Let another process replay."""
         if self.unwritable:
             return
-        self._connection().execute("UPDATE lease SET owner = NULL, until = 0 WHERE id = 1 AND owner = ?",
-                                   (self.owner,))
+        self._connection().execute("UPDATE lease SET owner = NULL, until = 0, rate = 0, admit_at = 0 "
+                                   "WHERE id = 1 AND owner = ?", (self.owner,))
 
 
 def salvage(path: str) -> tuple[list[tuple], str | None]:
@@ -435,9 +499,11 @@ def salvage(path: str) -> tuple[list[tuple], str | None]:
     with tempfile.TemporaryDirectory() as work:
         copy = os.path.join(work, "spool.sqlite3")
         shutil.copyfile(path, copy)
+        if os.path.exists(f"{path}-wal"):  # what was committed but not yet checkpointed (a crash) is there
+            shutil.copyfile(f"{path}-wal", f"{copy}-wal")
         _fit_header(copy)
         try:
-            with closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as connection:
+            with closing(sqlite3.connect(copy)) as connection:  # read-write: reading a WAL writes its index
                 for seq, kind, collection, source, role, user_id, body in connection.execute(
                         "SELECT seq, kind, collection, source, role, user_id, body FROM entries ORDER BY seq"):
                     rows.append((seq, kind, collection, source, user_id or role, body))

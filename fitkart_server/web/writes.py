@@ -17,7 +17,7 @@ from ..clock import to_millisecond
 from ..model.entities import Entity
 from ..model.policy import SERVICE, Caller, Forbidden
 from ..storage.replay import UNREACHABLE, get_replayer, get_spool
-from ..storage.spool import Queued
+from ..storage.spool import Queued, SpoolBusy, SpoolFull, is_locked
 from ..storage.store import get_engine, get_store
 from ..sync.engine import SyncEngine
 from ..sync.write import RecordRejected, Write
@@ -67,30 +67,35 @@ def _offline_engine(caller: Caller, source: str) -> SyncEngine:
 
 
 def _queue(kind: str, entity: Entity, payload, caller: Caller, source: str, route: str | None,
-           engine: SyncEngine, arrived: float) -> dict:
+           engine: SyncEngine, arrived: float, deadline: float) -> dict:
     """Validate and queue one write (SpoolFull when the spool is full); its answer."""
     engine.check(kind, entity, payload, caller=caller, source=source, route=route)
     queued = get_spool().append_many([(kind, entity.collection, payload, caller, source, route, None)], arrived)
-    _queued(queued)
+    _queued(queued, deadline)
     return {"result": QUEUED, "queued": queued.sequences[0]}
 
 
-def _queued(queued: Queued) -> None:
-    """After queueing: make sure a replayer runs, and hold the answer for the pace a draining spool sets."""
+def _queued(queued: Queued, deadline: float) -> None:
+    """After queueing: make sure a replayer runs, and hold the answer for the pace a draining spool sets (within
+    what is left of the request's wait, so no answer is held longer than DRAIN_WAIT_SECONDS in all)."""
     get_replayer().kick()
-    time.sleep(queued.pause)
+    time.sleep(max(0.0, min(queued.pause, deadline - time.monotonic())))
 
 
-def spool_is_empty() -> bool:
-    """Whether nothing is queued, after waiting for a draining spool that will be empty soon (backpressure)."""
+def spool_is_empty(deadline: float) -> bool:
+    """Whether nothing is queued, after waiting (until `deadline`, a monotonic time) for a draining spool that will
+    be empty by then (backpressure). A spool that cannot be read now is a 503: whether anything is queued ahead of
+    this write is unknown."""
     spool = get_spool()
-    if spool.is_empty():
-        return True
-    deadline = time.monotonic() + DRAIN_WAIT_SECONDS
-    while (left := spool.drain_seconds()) != 0:
-        if left is None or time.monotonic() + left > deadline:
-            return False  # no replayer is making progress, or not soon enough: queue behind it now
-        time.sleep(DRAIN_POLL_SECONDS)
+    try:
+        if spool.is_empty():
+            return True
+        while (left := spool.drain_seconds()) != 0:
+            if left is None or time.monotonic() + left > deadline:
+                return False  # no replayer is making progress, or not soon enough: queue behind it now
+            time.sleep(DRAIN_POLL_SECONDS)
+    except sqlite3.Error as error:
+        raise SpoolBusy() if is_locked(error) else SpoolFull("cannot be read now (see /readyz)") from error
     return True
 
 
@@ -101,10 +106,10 @@ def write(kind: str, entity: Entity, payload, *, route: str | None, source: str 
     A write is judged by when its change was made (`changed_at`, else when the request arrived), whether it
     is applied now or replayed later (sync/ordering.py).
     """
-    arrived = time.time()
+    arrived, deadline = time.time(), time.monotonic() + DRAIN_WAIT_SECONDS
     changed_at = changed_at or moment(arrived)
     caller = current_caller() if source == "client" else SERVICE
-    if spool_is_empty():
+    if spool_is_empty(deadline):
         try:
             engine = get_engine()
             if kind == "delete":
@@ -115,14 +120,15 @@ def write(kind: str, entity: Entity, payload, *, route: str | None, source: str 
             return {"result": outcome.result, "record": outcome.record}, 200
         except UNREACHABLE:
             pass  # queued below; if it was half done, its replay finds it done (every write is idempotent)
-    return _queue(kind, entity, payload, caller, source, route, _offline_engine(caller, source), arrived), 202
+    return _queue(kind, entity, payload, caller, source, route, _offline_engine(caller, source), arrived,
+                  deadline), 202
 
 
 def write_batch(operations: list, *, route: str | None) -> list:
     """Apply a batch now, or queue its operations while the database is away; one answer per operation."""
-    arrived = time.time()
+    arrived, deadline = time.time(), time.monotonic() + DRAIN_WAIT_SECONDS
     caller = current_caller()
-    if spool_is_empty():
+    if spool_is_empty(deadline):
         try:
             return get_engine().apply_batch(operations, caller=caller, route=route, arrived=moment(arrived))
         except UNREACHABLE:
@@ -142,7 +148,7 @@ def write_batch(operations: list, *, route: str | None) -> list:
     # One durable append for the whole batch (one fsync, not one per operation), and all of it or none.
     queued = get_spool().append_many([(write.kind, write.collection, write.payload, caller, "client", route,
                                        write.version and write.version.stored()) for _, write in valid], arrived)
-    _queued(queued)
+    _queued(queued, deadline)
     for (index, _), sequence in zip(valid, queued.sequences, strict=True):
         answers[index] = {"result": QUEUED, "queued": sequence}
     return answers
