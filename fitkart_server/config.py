@@ -40,7 +40,7 @@ class Config:
     FITKART_MAX_BATCH = _int("FITKART_MAX_BATCH", 1000)
     FITKART_DECIMAL_MODE = os.environ.get("FITKART_DECIMAL_MODE", "auto").strip().lower()
     FITKART_TOMBSTONE_DAYS = _int("FITKART_TOMBSTONE_DAYS", 30)
-    # Refused writes each caller may have stored, in Flask-Limiter's notation; past it, 429.
+    # Refused writes each caller may have stored, in Flask-Limiter's notation; past it a refusal is 429, not stored.
     FITKART_REJECTS_RATE = os.environ.get("FITKART_REJECTS_RATE", "60 per minute")
     # Where the limiter counts (a Flask-Limiter storage URI); unset: a SQLite file in instance/.
     FITKART_RATELIMIT_STORAGE = os.environ.get("FITKART_RATELIMIT_STORAGE") or None

@@ -1,5 +1,9 @@
 """`POST /api/sync/batch`: operations applied in order, each on its own."""
 
+import json
+
+import pytest
+
 from testbed.data.records import cart_item, new_id, product
 
 # The engine's rules hold under each write plan (sync/plan.py): every test here runs under both.
@@ -118,3 +122,22 @@ def test_a_batch_of_five_hundred_partial_updates_is_applied(client, mongo):
     assert response.status_code == 200, response.get_json()
     assert {result["result"] for result in response.json["results"]} == {"updated"}
     assert mongo.cart_items.count_documents({"quantity": 9}) == 500
+
+
+@pytest.mark.parametrize("op", [{"$set": 1}, {"a.b": 1}, {"nul\u0000": 1}, "\ud800", 2**70, [0] * 400_000],
+                         ids=["dollar-key", "dotted-key", "nul-key", "lone-surrogate", "past-64-bits", "long-list"])
+def test_an_operation_whose_op_is_not_a_kind_is_refused_alone_and_kept_small(client, runner, mongo, op):
+    """Whatever an operation's `op` holds, that operation is a 422 kept as a small reject (an op that is not a
+    short text is not stored as sent), the batch answers 200, the operations around it are applied, and the
+    rejects can be listed."""
+    good = [{"op": "upsert", "collection": "cart_items", "record": cart_item()} for _ in range(2)]
+    body = json.dumps({"operations": [good[0], {"op": op, "collection": "cart_items", "record": {"id": "x"}}, good[1]]},
+                      separators=(",", ":"))
+    answer = client.post("/api/sync/batch", data=body, content_type="application/json")
+    assert answer.status_code == 200, answer.json
+    assert [result.get("result") or result["error"]["code"] for result in answer.json["results"]] == \
+        ["created", 422, "created"]
+    (reject,) = mongo.sync_rejects.find({})
+    assert reject["op"] in (None, "?") and len(json.dumps(reject, default=str)) < 128 * 1024
+    listed = runner.invoke(args=["fitkart", "rejects"])
+    assert listed.exit_code == 0, listed.output

@@ -1,4 +1,5 @@
-"""Refused writes are rate-limited per caller: past the limit 429 + Retry-After, nothing stored; good writes never."""
+"""Refused writes are rate-limited per caller: past the limit a refusal is 429 + Retry-After and not stored;
+a write that can be applied always is."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,22 @@ def test_refusals_past_the_limit_are_429_with_retry_after_and_not_stored(limited
     assert limited.get("/api/sync/cart_items").status_code == 200  # reads are never limited
 
 
+def test_after_a_burst_of_refusals_the_same_callers_good_writes_are_all_applied(client, mongo):
+    """As a new user runs it (no Supabase settings: every loopback client is one caller): 65 refused writes, then
+    ten new cart rows, a change and a delete from that caller — every one applied, none 429."""
+    assert [client.post("/api/sync/cart", json=INVALID).status_code for _ in range(65)] == [422] * 60 + [429] * 5
+    rows = [cart_item() for _ in range(10)]
+    assert [client.post("/api/sync/cart", json=row).status_code for row in rows] == [200] * 10
+    assert client.post("/api/sync/cart", json={**rows[0], "quantity": 7}).json["result"] == "updated"
+    assert client.delete(f"/api/sync/cart/{rows[1]['id']}").json == {"deleted": 1}
+    batch = client.post("/api/sync/batch", json={"operations": [
+        {"op": "upsert", "collection": "cart_items", "record": cart_item()},
+        {"op": "upsert", "collection": "cart_items", "record": INVALID}]})
+    assert batch.status_code == 200
+    assert [result.get("result") or result["error"]["code"] for result in batch.json["results"]] == ["created", 422]
+    assert mongo.cart_items.count_documents({}) == 10 and mongo.sync_rejects.count_documents({}) == 60
+
+
 def test_good_writes_are_never_slowed(limited, mongo):
     """Fifty accepted writes in a row: none counts against the limit."""
     assert {limited.post("/api/sync/cart_items", json=cart_item()).status_code for _ in range(50)} == {200}
@@ -51,7 +68,9 @@ def test_a_batch_stores_only_what_the_allowance_permits(limited, mongo):
     labels = {"collection": "cart_items", "result": "not_stored"}
     assert value(after, "fitkart_sync_results_total", **labels) - value(before, "fitkart_sync_results_total",
                                                                        **labels) == 995
-    assert limited.post("/api/sync/batch", json={"operations": operations[:1]}).status_code == 429
+    again = limited.post("/api/sync/batch", json={"operations": operations[:1]})
+    assert again.status_code == 200 and again.json["results"][0]["error"]["code"] == 422
+    assert mongo.sync_rejects.count_documents({}) == 5
 
 
 def test_a_signed_in_user_is_served_while_an_anon_flood_is_cut(make_app, database_uri, decimal_mode, mongo):
@@ -60,7 +79,7 @@ def test_a_signed_in_user_is_served_while_an_anon_flood_is_cut(make_app, databas
                       SUPABASE_JWT_SECRET=JWT_SECRET, FITKART_REJECTS_RATE="5 per minute").test_client()
     anon = bearer(hs256(claims_for(None, role="anon", issuer="supabase", audience=None)))
     flood = [client.post("/api/sync/cart_items", json=cart_item(), headers=anon).status_code for _ in range(30)]
-    assert flood == [403] * 5 + [429] * 25
+    assert flood == [403] * 5 + [429] * 25  # refused all along; kept while the allowance lasted
     me = new_id()
     user = bearer(hs256(claims_for(me)))
     assert client.post("/api/sync/cart_items", json=cart_item(user_id=me), headers=user).status_code == 200
@@ -115,7 +134,7 @@ def test_supabase_and_the_service_role_are_not_cut_by_an_anon_flood(make_app, da
     anon = bearer(hs256(claims_for(None, role="anon", issuer="supabase", audience=None)))
     for _ in range(10):
         client.post("/api/sync/cart_items", json=INVALID, headers=anon)
-    assert client.post("/api/sync/cart_items", json=cart_item(), headers=anon).status_code == 429
+    assert client.post("/api/sync/cart_items", json=INVALID, headers=anon).status_code == 429
     hook = {"type": "INSERT", "table": "cart_items", "schema": "public", "record": cart_item(), "old_record": None}
     assert client.post("/api/webhooks/supabase", json=hook,
                        headers={"X-Webhook-Secret": "hook-secret"}).json["result"] == "created"
@@ -147,6 +166,20 @@ def test_operator_token_guessing_is_cut(make_app, database_uri, decimal_mode):
     other = {"REMOTE_ADDR": "203.0.113.8"}
     assert client.get("/metrics", headers={"Authorization": "Bearer the-real-admin-token"},
                       environ_base=other).status_code == 200
+
+
+def test_relayed_failed_sign_ins_never_lock_the_local_operator_out(make_app, database_uri, decimal_mode):
+    """Twenty failed sign-ins relayed by a proxy on this machine: the guesser behind it is cut (429), while the
+    operator on the machine itself and a local Prometheus still read /metrics and the status page."""
+    client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode,
+                      FITKART_AUTH="off", FITKART_ADMIN_TOKEN="the-real-admin-token").test_client()
+    relayed = {"environ_base": {"REMOTE_ADDR": "127.0.0.1"}, "headers": {"X-Forwarded-For": "203.0.113.9"}}
+    statuses = [client.post("/status/sign-in", data={"token": f"guess-{index}"}, **relayed).status_code
+                for index in range(21)]
+    assert statuses == [401] * 20 + [429]
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/metrics", environ_base=local).status_code == 200
+    assert client.get("/", environ_base=local).status_code == 200
 
 
 def test_the_default_limit_is_sixty_refusals_a_minute(client, mongo):

@@ -17,6 +17,7 @@ from ..model.policy import SERVICE, Caller
 
 PAYLOAD_LIMIT = 64 * 1024  # bytes of a refused payload kept
 ERRORS_LIMIT = 32 * 1024  # bytes of error text kept (50 cut errors fit well within)
+MAX_LABEL = 64  # characters kept of an operation's `op` as sent
 # Told (collection, result, count): `rejected`/`forbidden` for each refusal, `not_stored` past the allowance.
 Observer = Callable[[str, str, int], None]
 # Asked before anything is stored on a caller's behalf; False: the caller is past its limit, store nothing.
@@ -45,7 +46,7 @@ class RejectLog:
         error_text = json_bytes(ErrorBudget().take(errors or {})).decode()
         document = {
             "at": utc_now(), "route": cut(route, MAX_REASON) if route else route, "collection": collection,
-            "op": operation, "source": source, "status": status, "reason": cut(reason, MAX_REASON),
+            "op": label(operation), "source": source, "status": status, "reason": cut(reason, MAX_REASON),
             "errors": error_text[:ERRORS_LIMIT],
             "caller": {"role": caller.role, "user_id": caller.user_id},
             "payload": encoded[:PAYLOAD_LIMIT].decode(errors="ignore"),
@@ -63,6 +64,14 @@ class RejectLog:
     def _tell(self, collection: str | None, result: str) -> None:
         if self.observer is not None:
             self.observer(collection or "-", result, 1)
+
+
+def label(value) -> str | None:
+    """What a reject keeps of an operation's `op` as the caller sent it: a short text, storable whatever it held
+    (any other JSON — an object with `$` keys, a huge list, a number past 64 bits — is only in the payload)."""
+    if not isinstance(value, str):
+        return None
+    return cut(value.encode("utf-8", "replace").decode("utf-8"), MAX_LABEL)
 
 
 def json_bytes(value) -> bytes:

@@ -10,6 +10,7 @@ from ..model.policy import Forbidden
 from ..storage.spool import SpoolFull
 from ..storage.store import DatabaseUnavailable, is_refused_login, unavailable
 from ..sync.write import RecordRejected
+from .ratelimit import past_limit
 from .tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS = 2
@@ -54,6 +55,8 @@ def init_app(app: Flask, api: Api) -> None:
     client never sees it); HTTP errors such as 404, 405, 413 and 415 get the same shape.
     """
     def handle(error: Exception):
+        if isinstance(error, (RecordRejected, Forbidden)) and (cut := past_limit()) is not None:
+            return api.handle_http_exception(cut)  # refused, and past the caller's limit: not stored
         return api.handle_http_exception(as_http_error(error))
 
     def handle_http(error: HTTPException):

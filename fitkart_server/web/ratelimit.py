@@ -1,13 +1,15 @@
-"""Refused writes are rate-limited per caller (Flask-Limiter), so no one can flood `sync_rejects`.
+"""Refused writes are rate-limited per caller (Flask-Limiter's counters), so no one can flood `sync_rejects`.
 
-Only what is stored on a caller's behalf counts: each reject, and each tombstone of a delete
-of a record that is not there. A burst of good writes is never slowed, whoever sends it.
+The limit is on what storing costs, never on good writes: only what is stored on a caller's
+behalf counts — each reject, and each tombstone of a delete of a record that is not there.
 Each caller (a signed-in user by id, the service role as one, anyone else by client address,
-an IPv6 client by its /64) may have FITKART_REJECTS_RATE of them; past that, every write
-request is answered 429 with `Retry-After` until the window ends, and stores nothing.
+an IPv6 client by its /64) may have FITKART_REJECTS_RATE of them. A write that would be
+accepted is always accepted, past the limit too; past it, a refused write on a record route is
+answered 429 with `Retry-After` and stores nothing (in a batch, each refused operation keeps
+its own answer, not stored), and a delete of nothing is answered 429 with no tombstone.
 Each item is counted when it would be stored, with one atomic increment of the shared
-counter, so concurrent requests cannot store more than the limit between them; what
-comes past it is answered as usual and counted in /metrics, not stored.
+counter, so concurrent requests cannot store more than the limit between them; what comes
+past it is counted in /metrics, not stored.
 
 Supabase's webhooks are never answered 429 (they are not retried: a refusal would be a lost
 row): their rejects draw on an allowance of their own, past which they are not stored.
@@ -22,13 +24,14 @@ import os
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from flask_limiter import ApplicationLimit, Limiter
+from flask_limiter import Limiter
 from limits import RateLimitItem, parse
 from limits.strategies import RateLimiter
+from werkzeug.exceptions import TooManyRequests
 
 from ..storage import limitstore  # noqa: F401 (registers the sqlite:// storage with `limits`)
 from ..sync.rejects import Allowance
-from .auth import WEBHOOK_PREFIX, client_address
+from .auth import WEBHOOK_PREFIX, client_address, request_is_local
 
 log = logging.getLogger(__name__)
 
@@ -71,38 +74,59 @@ def is_write() -> bool:
     return request.method in WRITE_METHODS and request.path.startswith((API_PREFIX, WEBHOOK_PREFIX))
 
 
-def is_exempt() -> bool:
-    """No 429 for reads, preflights, health and operator pages, nor for Supabase's webhooks."""
-    return not is_write() or request.path.startswith(WEBHOOK_PREFIX)
-
-
-def spender(strategy: RateLimiter, item: RateLimitItem, identifiers: list[str]) -> Allowance:
-    """An allowance that spends one unit of the caller's limit each time it is asked."""
+def spender(strategy: RateLimiter, item: RateLimitItem, identifiers: list[str], *, says_past: bool) -> Allowance:
+    """An allowance that spends one unit of the caller's limit each time it is asked; `says_past`: a refusal
+    it cannot store makes the request's answer a 429 (see past_limit)."""
     def spend() -> bool:
         try:
-            return strategy.hit(item, *identifiers)
-        except Exception:  # a counter that fails must not stop the write it guards (as swallow_errors)
+            allowed = strategy.hit(item, *identifiers)
+        except Exception:  # a counter that fails must not stop the write it guards
             log.exception("Rate-limit counter failed; storing anyway.")
             return True
+        if not allowed and says_past:
+            g.fitkart_past_limit = (strategy, item, identifiers)
+        return allowed
     return spend
 
 
 def note_allowance(limiter: Limiter, rate: str) -> None:
-    """before_request, after the limiter's check: what this write request spends when it stores something."""
+    """before_request: what this write request spends when it stores something."""
     if not is_write():
         return
     if request.path.startswith(WEBHOOK_PREFIX):
-        g.fitkart_allowance = spender(limiter.limiter, parse(rate), ["webhooks"])
+        g.fitkart_allowance = spender(limiter.limiter, parse(rate), ["webhooks"], says_past=False)
         return
-    current = limiter.current_limit  # the very counter the limiter's check read
-    if current is not None:
-        g.fitkart_allowance = spender(limiter.limiter, current.limit, list(current.request_args))
+    g.fitkart_allowance = spender(limiter.limiter, parse(rate), ["refused-writes", caller_key()], says_past=True)
+
+
+class PastLimit(TooManyRequests):
+    """The caller is past FITKART_REJECTS_RATE: this write's refusal (or tombstone) was not stored."""
+
+    def __init__(self, rate: str, retry_after: int) -> None:
+        super().__init__()
+        self.data = {"message": f"Too many refused writes from this caller (FITKART_REJECTS_RATE: {rate}): this "
+                                "one was not stored. Writes that can be applied still are; retry this one after "
+                                "Retry-After seconds.",
+                     "headers": {"Retry-After": str(retry_after)}}
+
+
+def past_limit() -> PastLimit | None:
+    """The 429 for this request when something it refused could not be stored (None: nothing was cut)."""
+    spent = g.get("fitkart_past_limit")
+    if spent is None:
+        return None
+    strategy, item, identifiers = spent
+    try:
+        reset_at = strategy.get_window_stats(item, *identifiers).reset_time
+    except Exception:  # the counter's store failed since: the window's length is the most to wait
+        reset_at = time.time() + item.get_expiry()
+    return PastLimit(current_app.config["FITKART_REJECTS_RATE"], max(1, math.ceil(reset_at - time.time())))
 
 
 def add_retry_after(limiter: Limiter, response: Response) -> Response:
-    """A 429 says when the caller's window ends, in seconds."""
+    """A 429 of the limiter's own (failed operator sign-ins) says when the window ends, in seconds."""
     limit = limiter.current_limit
-    if response.status_code == 429 and limit is not None:
+    if response.status_code == 429 and limit is not None and "Retry-After" not in response.headers:
         response.headers["Retry-After"] = str(max(1, math.ceil(limit.reset_at - time.time())))
     return response
 
@@ -113,20 +137,14 @@ def default_storage(app: Flask) -> str:
 
 
 def init_app(app: Flask) -> Limiter:
-    """Limit refused writes per caller; answer 429 with Retry-After past the limit."""
+    """Count what refused writes store per caller (the limiter's counters) and failed operator sign-ins."""
     rate = app.config["FITKART_REJECTS_RATE"]
+    parse(rate)  # a wrong setting fails at start, not at the first refusal
     limiter = Limiter(
-        key_func=caller_key,
-        application_limits=[ApplicationLimit(
-            limit_provider=rate, exempt_when=is_exempt,
-            # Checked before the request (room for one more?), never deducted after it: each stored
-            # item spends the counter itself, as it is stored (note_allowance).
-            deduct_when=lambda response: False,
-            error_message=f"Too many refused writes from this caller (FITKART_REJECTS_RATE: {rate}); nothing "
-                          "is stored until the window ends: retry after Retry-After seconds.")],
+        key_func=address_key,
         storage_uri=app.config["FITKART_RATELIMIT_STORAGE"] or default_storage(app),
         strategy="fixed-window",
-        # Its headers would go on every write and override a 503's own Retry-After: only 429s get one.
+        # Its headers would go on every limited response and override a 503's own Retry-After.
         headers_enabled=False,
         # A storage that fails must not stop the writes it guards: they go through, and it is logged.
         swallow_errors=True,
@@ -140,7 +158,10 @@ def init_app(app: Flask) -> Limiter:
 
 def limit_operator_sign_ins(limiter: Limiter, *blueprints: Blueprint) -> None:
     """Count failed operator sign-ins (401) per address on these blueprints; past the limit, 429."""
+    # A client on this machine is an operator without a token, so it is never a guesser: failures relayed by a
+    # local proxy (counted on the proxy's address) slow the guessers only, never the local operator or Prometheus.
     shared = limiter.shared_limit(OPERATOR_FAILURES, scope="operator-sign-in", key_func=address_key,
+                                  exempt_when=request_is_local,
                                   deduct_when=lambda response: response.status_code == 401,
                                   error_message=f"Too many failed operator sign-ins from this address "
                                                 f"({OPERATOR_FAILURES}): retry after Retry-After seconds.")

@@ -22,6 +22,7 @@ from ..storage.store import get_engine, get_store
 from ..sync.engine import SyncEngine
 from ..sync.write import RecordRejected, Write
 from .auth import current_caller
+from .ratelimit import past_limit
 
 QUEUED = "queued"
 # While the spool drains, a new write waits for it rather than queue behind it (queueing costs less than
@@ -113,8 +114,11 @@ def write(kind: str, entity: Entity, payload, *, route: str | None, source: str 
         try:
             engine = get_engine()
             if kind == "delete":
-                return {"deleted": engine.delete_records(entity, payload, caller=caller, source=source,
-                                                         route=route, changed_at=changed_at)}, 200
+                deleted = engine.delete_records(entity, payload, caller=caller, source=source, route=route,
+                                                changed_at=changed_at)
+                if not deleted and (cut := past_limit()) is not None:
+                    raise cut  # its tombstone could not be stored: the caller is past its limit
+                return {"deleted": deleted}, 200
             outcome = engine.upsert_record(entity, payload, caller=caller, source=source, route=route,
                                            changed_at=changed_at)
             return {"result": outcome.result, "record": outcome.record}, 200
