@@ -1,9 +1,12 @@
 """gunicorn settings for deployment: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 
+import json
 import multiprocessing
 import os
 import tempfile
 from pathlib import Path
+
+import gunicorn.util
 
 # Loopback by default; set FITKART_BIND (with authentication configured, see docs/security.md) to serve others.
 bind = os.environ.get("FITKART_BIND", "127.0.0.1:5000")
@@ -31,6 +34,20 @@ if os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower() == "json":
                     # The app's own request line replaces gunicorn's access line.
                     "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False}},
     }
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (400, 414, 431: before the app sees the request) in the API's JSON error shape, not
+    its HTML page; the connection is closed after it, as gunicorn does. (Not imported from the app: the master must
+    not load it before PROMETHEUS_MULTIPROC_DIR is set.)"""
+    body = json.dumps({"code": status_int, "status": reason, "message": mesg or reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    gunicorn.util.write_nonblock(sock, head + body)
+
+
+# Workers are forked from the master: each answers with it.
+gunicorn.util.write_error = write_json_error
 # No preload: each worker builds the app, and so its own MongoDB client, after the fork.
 preload_app = False
 # No control socket (gunicorn 25+): its default path ($HOME/.gunicorn/gunicorn.ctl) is one for every instance on

@@ -22,6 +22,8 @@ __all__ = ["__version__", "create_app"]
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults, then `instance/config.py`, then the test dict."""
     app = Flask(__name__, instance_relative_config=True)
+    # `//api//sync//…` is a path of its own (a JSON 404), not an HTML redirect to the merged one.
+    app.url_map.merge_slashes = False
     app.config.from_object(Config)
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
