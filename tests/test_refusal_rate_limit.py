@@ -182,6 +182,19 @@ def test_relayed_failed_sign_ins_never_lock_the_local_operator_out(make_app, dat
     assert client.get("/", environ_base=local).status_code == 200
 
 
+def test_ipv6_clients_of_one_slash_64_share_one_allowance(make_app, database_uri, decimal_mode, mongo):
+    """Two addresses of one IPv6 /64 (one host usually holds a whole /64) are one caller; another /64 is another."""
+    client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode, FITKART_AUTH="off",
+                      FITKART_REJECTS_RATE="5 per minute").test_client()
+    for number in range(5):
+        address = {"REMOTE_ADDR": f"2001:db8:0:1::{number + 1}"}
+        assert client.post("/api/sync/cart", json=INVALID, environ_base=address).status_code == 422
+    same_host = {"REMOTE_ADDR": "2001:db8:0:1:ffff::9"}
+    assert client.post("/api/sync/cart", json=INVALID, environ_base=same_host).status_code == 429
+    other_host = {"REMOTE_ADDR": "2001:db8:0:2::1"}
+    assert client.post("/api/sync/cart", json=INVALID, environ_base=other_host).status_code == 422
+
+
 def test_the_default_limit_is_sixty_refusals_a_minute(client, mongo):
     """With FITKART_REJECTS_RATE unset, as a new user runs it: sixty refusals kept, the sixty-first write is 429."""
     statuses = [client.post("/api/sync/cart_items", json=INVALID).status_code for _ in range(61)]

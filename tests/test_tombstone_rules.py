@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from fitkart_server.clock import utc_now
+from fitkart_server.sync.tombstones import MAX_TOMBSTONE_CLIENTS
 from testbed.data.records import cart_item, new_id
 
 from .tokens import JWT_SECRET, bearer, claims_for, hs256
@@ -94,3 +95,13 @@ def test_the_server_purges_expired_tombstones_itself(make_app, database_uri, dec
     while mongo.sync_tombstones.count_documents({"_id": "cart_items|key|expired"}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [doc["_id"] for doc in mongo.sync_tombstones.find()] == ["cart_items|key|alive"]
+
+
+def test_a_delete_of_nothing_remembers_at_most_sixteen_clients(shop, mongo):
+    """Twenty users delete one id no record has: its tombstone binds the first sixteen, and holds no more."""
+    client, user = shop
+    target = new_id()
+    for _ in range(20):
+        assert client.delete(f"/api/sync/cart_items/{target}", headers=user(new_id())).json == {"deleted": 0}
+    tombstones = list(mongo.sync_tombstones.find({"by": {"$exists": True}}))
+    assert tombstones and all(len(tombstone["by"]) == MAX_TOMBSTONE_CLIENTS for tombstone in tombstones)
