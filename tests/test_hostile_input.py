@@ -232,6 +232,13 @@ CORPUS = [
               post("/api/sync/profiles", TEXT | {"full_name": "\u00ff\u00fe\u00fd"}), "utf-8"),
     malformed("overlong-utf8", "/api/sync/profiles", raw_with(TEXT, "full_name", b'"\xc0\xaf"'),
               post("/api/sync/profiles", TEXT | {"full_name": "/"}), "utf-8"),
+    # JSON in another encoding than UTF-8 (the standard library alone would read these).
+    malformed("utf16-body", "/api/sync/profiles", json.dumps(TEXT).encode("utf-16"), post("/api/sync/profiles", TEXT),
+              "utf-8"),
+    malformed("utf32-body", "/api/sync/profiles", json.dumps(TEXT).encode("utf-32"), post("/api/sync/profiles", TEXT),
+              "utf-8"),
+    malformed("utf8-bom-body", "/api/sync/profiles", b"\xef\xbb\xbf" + json.dumps(TEXT).encode(),
+              post("/api/sync/profiles", TEXT), "byte order mark"),
     case("lone-surrogate-value", post("/api/sync/profiles", raw=raw_with(TEXT, "full_name", b'"\\ud800"')),
          code=422, errors={"full_name": "Not valid Unicode."},
          fixed=post("/api/sync/profiles", raw=raw_with(TEXT, "full_name", b'"\\ud800\\udc00"'))),  # a pair
