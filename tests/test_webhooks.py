@@ -92,6 +92,15 @@ def test_other_tables_and_schemas_are_ignored(hooks, mongo):
     assert mongo.profiles.count_documents({}) == 0
 
 
+def test_a_table_name_no_postgresql_table_can_have_is_refused_and_never_echoed(hooks, mongo):
+    """A `table` of 900,000 characters: 422 with a short answer, not a 202 echoing it (PostgreSQL names are at most
+    63 bytes)."""
+    response = hooks.post("/api/webhooks/supabase", json=event("INSERT", "t" * 900_000, records.cart_item()),
+                          headers=HEADERS)
+    assert response.status_code == 422 and len(response.get_data()) < 4096
+    assert "table" in response.json["errors"]["json"]
+
+
 @pytest.mark.parametrize("headers", [{}, {"X-Webhook-Secret": "wrong"}, {"X-Webhook-Secret": SECRET + "x"}])
 def test_wrong_or_missing_secret_is_401(hooks, mongo, headers):
     """Only the shared secret opens the door."""

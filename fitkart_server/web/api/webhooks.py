@@ -30,8 +30,9 @@ class WebhookSchema(Schema):
     """The payload Supabase Database Webhooks send."""
 
     type = fields.String(required=True, validate=validate.OneOf(EVENTS))
-    table = fields.String(required=True)
-    schema = fields.String(load_default="public")
+    # A PostgreSQL name is at most 63 bytes: a longer one is no table's (and is never echoed back).
+    table = fields.String(required=True, validate=validate.Length(max=63))
+    schema = fields.String(load_default="public", validate=validate.Length(max=63))
     record = fields.Dict(allow_none=True)
     old_record = fields.Dict(allow_none=True)
 
