@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from testbed.data.records import cart_item, new_id, order
+from testbed.disk import small_disk as mounted_small_disk
 from testbed.servers.chromium import FLAGS, chromium_path
 from testbed.servers.gunicorn import GunicornServer
 from testbed.servers.static import StaticSite
@@ -373,14 +374,9 @@ def test_five_thousand_enqueues_cost_the_same_each_and_all_arrive(shop, server, 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 40 MB file system for the browser profile, so storage fills up for real (as root, like the installs)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    assert mounted.returncode == 0, f"a full disk needs a small tmpfs (as root): {mounted.stderr}"
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    """A 40 MB file system for the browser profile, so storage fills up for real."""
+    with mounted_small_disk(tmp_path / "small-disk", 40) as mount_point:
+        yield mount_point
 
 
 def test_a_full_quota_is_reported_and_nothing_else_breaks(playwright, site, server, mongo, small_disk):

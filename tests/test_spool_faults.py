@@ -5,7 +5,6 @@ write answered 200/201/202 is in the mirror after the drain, nothing resurrected
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from contextlib import closing, suppress
 
@@ -16,6 +15,7 @@ from fitkart_server.storage.spool import LEASE_SECONDS, RESERVE_BYTES, Spool
 from fitkart_server.web.writes import DRAIN_WAIT_SECONDS
 from testbed.acknowledged import AcknowledgedWrites
 from testbed.data.records import cart_item, new_id
+from testbed.disk import small_disk as mounted_small_disk
 from testbed.servers.gunicorn import GunicornServer, request
 from testbed.waiting import wait_until
 
@@ -72,6 +72,19 @@ def drained(app: GunicornServer, load: AcknowledgedWrites, mongo) -> None:
     load.check(mongo)
 
 
+def through_an_outage(app: GunicornServer, server, mongo) -> None:
+    """Clients write through a database outage (queued, then straight through again); nothing acknowledged lost."""
+    with AcknowledgedWrites(app.url) as load:
+        assert wait_until(lambda: load.acknowledged() >= 10)
+        server.stop()
+        down = time.monotonic()
+        assert wait_until(lambda: 202 in load.seen(down), 60)
+        server.start()
+        up = time.monotonic()
+        assert wait_until(lambda: 200 in load.seen(up), DRAIN_BOUND)
+    drained(app, load, mongo)
+
+
 def test_a_locked_spool_file_delays_the_replay_under_load_and_loses_nothing(own_database, deployed, writers):
     """The spool file locked past the busy timeout (an operator's sqlite3 shell in a transaction) while the
     database comes back: both workers' replayers fail, say so, keep trying, and drain once the lock goes;
@@ -101,15 +114,9 @@ def test_a_locked_spool_file_delays_the_replay_under_load_and_loses_nothing(own_
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 32 MB filesystem of the test's own (tmpfs: mounting needs root, as the tests run here)."""
-    where = tmp_path / "small-disk"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"a small filesystem cannot be mounted here: {mounted.stderr.strip()}")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
+    """A 32 MB filesystem of the test's own."""
+    with mounted_small_disk(tmp_path / "small-disk", 32) as where:
+        yield where
 
 
 def fill(path) -> None:
@@ -224,15 +231,7 @@ def test_workers_booting_on_a_new_spool_file_held_locked_all_start(own_database,
         holder.execute("ROLLBACK")
         holder.close()
     assert len(app.worker_pids()) == 2 and "Worker failed to boot" not in app.log_tail(200)
-    with AcknowledgedWrites(app.url) as load:
-        assert wait_until(lambda: load.acknowledged() >= 10)
-        server.stop()
-        down = time.monotonic()
-        assert wait_until(lambda: 202 in load.seen(down), 60)
-        server.start()
-        up = time.monotonic()
-        assert wait_until(lambda: 200 in load.seen(up), DRAIN_BOUND)
-    drained(app, load, mongo)
+    through_an_outage(app, server, mongo)
 
 
 def test_a_damaged_spool_file_is_set_aside_and_every_worker_starts(own_database, deployed, tmp_path):
@@ -247,15 +246,7 @@ def test_a_damaged_spool_file_is_set_aside_and_every_worker_starts(own_database,
     moved = [name for name in os.listdir(path.parent) if ".damaged-" in name and not name.endswith(("-wal", "-shm"))]
     assert len(moved) == 1, os.listdir(path.parent)
     assert wait_until(lambda: moved[0] in spool_of(app).get("problem", ""))  # said by the worker that moved it
-    with AcknowledgedWrites(app.url) as load:
-        assert wait_until(lambda: load.acknowledged() >= 10)
-        server.stop()
-        down = time.monotonic()
-        assert wait_until(lambda: 202 in load.seen(down), 60)
-        server.start()
-        up = time.monotonic()
-        assert wait_until(lambda: 200 in load.seen(up), DRAIN_BOUND)
-    drained(app, load, mongo)
+    through_an_outage(app, server, mongo)
 
 
 def test_a_full_disk_at_start_leaves_a_healthy_spool_in_place_and_replays_it(own_database, make_app, decimal_mode,

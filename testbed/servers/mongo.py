@@ -215,16 +215,22 @@ class MongoServer:
 
     def stop(self) -> None:
         """Stop the server (its data stays for a restart)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.process = None
 
     def remove(self) -> None:
         """Stop the server and delete its data."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def terminate(process: subprocess.Popen | None, seconds: float = 10) -> None:
+    """SIGTERM a server process and wait for it; SIGKILL if it is still there after `seconds`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

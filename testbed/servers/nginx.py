@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .mongo import free_port
+from .mongo import free_port, terminate
 
 SITE = Path(__file__).resolve().parent.parent.parent / "deploy" / "nginx-fitkart.conf"
 
@@ -73,11 +73,5 @@ class NginxProxy:
 
     def stop(self) -> None:
         """Stop nginx and remove its files."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
