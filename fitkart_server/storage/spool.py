@@ -14,6 +14,7 @@ replay). Entries hold the caller's role and user id, never a token.
 
 import errno
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -192,6 +193,17 @@ class Spool:
             log.error("%s", self.problem)
         if not self.unwritable and not self._reserve_given_up:
             self.keep_reserve()  # (not when the check itself needed its room)
+        if self.problem is None:
+            self._tell_set_aside()
+
+    def _tell_set_aside(self) -> None:
+        """Say so while files set aside as damaged lie beside the spool (any worker moved them, at any start)."""
+        set_aside = sorted(name for name in glob.glob(f"{glob.escape(self.path)}.damaged-*")
+                           if not name.endswith(("-wal", "-shm")))
+        if set_aside:
+            self.problem = (f"{len(set_aside)} spool file(s) set aside as damaged, the latest {set_aside[-1]}. Read "
+                            f"what one held with: flask fitkart spool --file <file>; then remove it.")
+            log.warning("%s", self.problem)
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
