@@ -21,6 +21,8 @@ from fitkart_server.sync import guarded, upserts
 from fitkart_server.sync.engine import SyncEngine
 from testbed.data.records import cart_item, new_id, order, product, wishlist_item
 
+from .tokens import bearer, claims_for, hs256
+
 # The guarded command is the guarded plan's (sync/plan.py): these tests hold it on whatever server runs them.
 WRITE_PLANS = ("guarded",)
 
@@ -234,3 +236,18 @@ def test_a_record_created_in_one_command_cannot_be_merged_past_one_megabyte(clie
     else:
         assert response.status_code == 422 and "1,048,576" in response.json["message"]
         assert stored == before
+
+
+def test_the_guarded_command_never_merges_into_another_users_row(secure_client, jwks_server, mongo):
+    """Bob sends Alice's cart row with his own user_id (what the guarded command may take, so ownership is only in
+    its filter): 403, and Alice's row keeps its owner and quantity."""
+    issuer = f"{jwks_server.url}/auth/v1"
+    alice, bob = new_id(), new_id()
+    row = cart_item(user_id=alice, quantity=1)
+    signed_in = {user: bearer(hs256(claims_for(user, issuer=issuer))) for user in (alice, bob)}
+    assert secure_client.post("/api/sync/cart_items", json=row, headers=signed_in[alice]).status_code == 200
+    taken = secure_client.post("/api/sync/cart_items", json={**row, "user_id": bob, "quantity": 9},
+                               headers=signed_in[bob])
+    assert taken.status_code == 403, taken.json
+    stored = mongo.cart_items.find_one({"_id": row["id"]})
+    assert (stored["user_id"], stored["quantity"]) == (alice, 1)
