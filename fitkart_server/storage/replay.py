@@ -186,9 +186,9 @@ class Replayer:
                 now = time.monotonic()
                 rate = recent_rate(rate, len(run), now - since)
                 since = now
-                self.spool.remove_through(run[-1].seq, rate=rate)
+                kept = self.spool.remove_through(run[-1].seq, rate=rate)  # renews the lease, or says it is gone
                 self.spool.keep_reserve()  # made again once the disk has room (after a full disk freed it)
-                if not self.spool.take_lease():
+                if not kept:
                     # Its lease ran out (this process stalled) and another replayer has the queue now: two at once
                     # could apply an older write after a newer one.
                     log.warning("The spool's lease went to another replayer after %d writes; this one stops.", done)

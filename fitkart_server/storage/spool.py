@@ -75,6 +75,20 @@ def add_column(connection: sqlite3.Connection, table: str, column: str) -> None:
             raise
 
 
+@contextmanager
+def immediate(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction taken at once (BEGIN IMMEDIATE): committed, or rolled back on any error (SQLite ends
+    one itself on some, such as a full disk, so only one still open is rolled back)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def is_ready(connection: sqlite3.Connection) -> bool:
     """Whether a spool file holds every table, trigger, column and row this release uses."""
     names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
@@ -287,18 +301,12 @@ class Spool:
             # Only reads when the file is ready (every start but the first): a file another program holds
             # write-locked does not hold up a worker's start or its requests.
             if not is_ready(connection):
-                connection.execute("BEGIN IMMEDIATE")  # all of it or none: a half set-up file has no lease row
-                try:
+                with immediate(connection):  # all of it or none: a half set-up file has no lease row
                     for statement in SCHEMA:
                         connection.execute(statement)
                     add_column(connection, "entries", "version TEXT")  # before clients sent versions
                     for column in ("rate", "admit_at"):  # before writers asked how fast it drains
                         add_column(connection, "lease", f"{column} REAL NOT NULL DEFAULT 0")
-                    connection.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
         self._set_up_pid = os.getpid()
 
     @property
@@ -380,23 +388,20 @@ class Spool:
                          len(text.encode("utf-8", "replace")), None if version is None else json.dumps(version)))
         connection = self._connection()
         try:
-            connection.execute("BEGIN IMMEDIATE")  # the size check and the inserts as one step
-            if not self._no_reserve and not os.path.exists(self.reserve_path):
-                raise SpoolFull(FULL_DISK)  # freed while this waited for the lock: its room is the replayer's
-            (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
-            if queued + sum(row[8] for row in rows) > self.max_bytes:
-                raise SpoolFull
-            sequences = [connection.execute(
-                "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size, version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
-            pause = self._paced(connection, len(rows))
-            connection.execute("COMMIT")
-        except BaseException as error:
-            if connection.in_transaction:  # SQLite ends a transaction itself on some errors (a full disk)
-                connection.execute("ROLLBACK")
-            if isinstance(error, sqlite3.OperationalError) and is_full(error):
+            with immediate(connection):  # the size check and the inserts as one step
+                if not self._no_reserve and not os.path.exists(self.reserve_path):
+                    raise SpoolFull(FULL_DISK)  # freed while this waited for the lock: its room is the replayer's
+                (queued,) = connection.execute("SELECT bytes FROM totals WHERE id = 1").fetchone()
+                if queued + sum(row[8] for row in rows) > self.max_bytes:
+                    raise SpoolFull
+                sequences = [connection.execute(
+                    "INSERT INTO entries (at, kind, collection, body, role, user_id, source, route, size, version) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid for row in rows]
+                pause = self._paced(connection, len(rows))
+        except sqlite3.OperationalError as error:
+            if is_full(error):
                 raise SpoolFull(FULL_DISK) from None
-            if isinstance(error, sqlite3.OperationalError) and is_locked(error):
+            if is_locked(error):
                 raise SpoolBusy from None
             raise
         return Queued(sequences, pause)
@@ -439,28 +444,28 @@ class Spool:
                       None if version is None else json.loads(version))
                 for seq, at, kind, collection, body, role, user_id, source, route, version in rows]
 
-    def remove_through(self, seq: int, rate: float = 0.0) -> None:
-        """Forget the entries up to `seq` once the database holds their effect; note the progress and the rate
-        (entries a second) the replayer drains at. On a full disk the reserve is freed for it."""
+    def remove_through(self, seq: int, rate: float = 0.0) -> bool:
+        """Forget the entries up to `seq` once the database holds their effect, and in the same transaction (one
+        fsync) renew the lease and note the progress and the rate (entries a second) the replayer drains at.
+        Whether the lease is still this replayer's (False: another took it). On a full disk the reserve is freed
+        for it."""
         try:
-            self._remove_through(seq, rate)
+            return self._remove_through(seq, rate)
         except sqlite3.OperationalError as error:
-            if not is_full(error):
+            if not is_out_of_room(error):
                 raise
             self._give_up_reserve()
-            self._remove_through(seq, rate)
+            return self._remove_through(seq, rate)
 
-    def _remove_through(self, seq: int, rate: float) -> None:
+    def _remove_through(self, seq: int, rate: float) -> bool:
         connection = self._connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("DELETE FROM entries WHERE seq <= ?", (seq,))
-            connection.execute("UPDATE lease SET progress_at = ?, rate = ? WHERE id = 1", (time.time(), rate))
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
+        now = time.time()
+        with immediate(connection):
+            connection.execute("DELETE FROM entries WHERE seq <= ?", (seq,))  # applied: removed either way
+            return connection.execute(
+                "UPDATE lease SET owner = ?, until = ?, progress_at = ?, rate = ? WHERE id = 1 "
+                "AND (owner IS NULL OR owner = ? OR until < ?)",
+                (self.owner, now + LEASE_SECONDS, now, rate, self.owner, now)).rowcount == 1
 
     def drain_seconds(self) -> float | None:
         """How long the queue will take to drain at the replayer's recent rate: 0 when it is empty, None when

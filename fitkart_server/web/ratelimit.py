@@ -89,14 +89,14 @@ def spender(strategy: RateLimiter, item: RateLimitItem, identifiers: list[str], 
     return spend
 
 
-def note_allowance(limiter: Limiter, rate: str) -> None:
+def note_allowance(limiter: Limiter, item: RateLimitItem) -> None:
     """before_request: what this write request spends when it stores something."""
     if not is_write():
         return
     if request.path.startswith(WEBHOOK_PREFIX):
-        g.fitkart_allowance = spender(limiter.limiter, parse(rate), ["webhooks"], says_past=False)
+        g.fitkart_allowance = spender(limiter.limiter, item, ["webhooks"], says_past=False)
         return
-    g.fitkart_allowance = spender(limiter.limiter, parse(rate), ["refused-writes", caller_key()], says_past=True)
+    g.fitkart_allowance = spender(limiter.limiter, item, ["refused-writes", caller_key()], says_past=True)
 
 
 class PastLimit(TooManyRequests):
@@ -139,7 +139,7 @@ def default_storage(app: Flask) -> str:
 def init_app(app: Flask) -> Limiter:
     """Count what refused writes store per caller (the limiter's counters) and failed operator sign-ins."""
     rate = app.config["FITKART_REJECTS_RATE"]
-    parse(rate)  # a wrong setting fails at start, not at the first refusal
+    item = parse(rate)  # once; a wrong setting fails at start, not at the first refusal
     limiter = Limiter(
         key_func=address_key,
         storage_uri=app.config["FITKART_RATELIMIT_STORAGE"] or default_storage(app),
@@ -150,7 +150,7 @@ def init_app(app: Flask) -> Limiter:
         swallow_errors=True,
     )
     limiter.init_app(app)
-    app.before_request(lambda: note_allowance(limiter, rate))
+    app.before_request(lambda: note_allowance(limiter, item))
     app.after_request(lambda response: add_retry_after(limiter, response))
     app.extensions["fitkart_limiter"] = limiter
     return limiter
