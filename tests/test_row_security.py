@@ -103,13 +103,20 @@ def test_user_cannot_move_own_row_to_another_user(shop, collection):
 
 
 @pytest.mark.parametrize("collection", OWNED)
-def test_user_cannot_read_or_delete_another_users_rows(shop, collection):
-    """Denied: reading or deleting someone else's record; lists show only one's own."""
+def test_another_users_rows_look_absent_to_reads_and_deletes(shop, collection):
+    """Hidden, as under row-level security: a read or delete of someone else's record answers as one of a record
+    that does not exist; lists show only one's own; their record stays."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     theirs = shop.seed(collection, OWNED[collection](user_id=other))
-    ref = ref_of(collection, theirs)
-    assert shop.client.get(f"/api/sync/{collection}/{ref}", headers=shop.user(me)).status_code == 403
-    assert shop.client.delete(f"/api/sync/{collection}/{ref}", headers=shop.user(me)).status_code == 403
+
+    def answers(ref: str) -> list:
+        read = shop.client.get(f"/api/sync/{collection}/{ref}", headers=shop.user(me))
+        deleted = shop.client.delete(f"/api/sync/{collection}/{ref}", headers=shop.user(me))
+        return [read.status_code, read.json["message"].replace(ref, "<ref>"), deleted.status_code, deleted.json]
+
+    absent = answers(str(uuid.uuid4()))
+    assert answers(ref_of(collection, theirs)) == absent and absent[0::2] == [404, 200]
+    assert absent[3] == {"deleted": 0}
     listing = shop.client.get(f"/api/sync/{collection}?user_id={other}", headers=shop.user(me))
     assert listing.json["items"] == []
     assert shop.client.get(f"/api/sync/{collection}", headers=shop.user(me)).json["items"] == []
@@ -118,22 +125,51 @@ def test_user_cannot_read_or_delete_another_users_rows(shop, collection):
 
 @pytest.mark.parametrize("collection", ["cart_items", "wishlist_items"])
 def test_user_clears_only_own_cart_and_wishlist(shop, collection):
-    """Allowed: clearing one's own; denied: clearing someone else's."""
-    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+    """Allowed: clearing one's own; clearing someone else's clears nothing, as if they had none."""
+    me, other, nobody = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     shop.seed(collection, OWNED[collection](user_id=me))
     shop.seed(collection, OWNED[collection](user_id=other))
-    assert shop.client.delete(f"/api/sync/{collection}?user_id={other}", headers=shop.user(me)).status_code == 403
+    for someone in (other, nobody):
+        cleared = shop.client.delete(f"/api/sync/{collection}?user_id={someone}", headers=shop.user(me))
+        assert (cleared.status_code, cleared.json) == (200, {"deleted": 0})
     assert shop.client.delete(f"/api/sync/{collection}?user_id={me}", headers=shop.user(me)).json == {"deleted": 1}
     assert shop.mongo[collection].distinct("user_id") == [other]
 
 
-def test_wishlist_delete_by_key_of_another_user_is_denied(shop):
-    """Denied: the (user_id, product_id) body naming someone else's row, even if absent."""
+def test_wishlist_delete_by_key_of_another_user_deletes_and_keeps_nothing(shop):
+    """The (user_id, product_id) body naming someone else's row, present or absent: `{"deleted": 0}`, their row
+    stays, and no tombstone is kept for a key the caller cannot own."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
-    response = shop.client.delete("/api/sync/wishlist_items", headers=shop.user(me),
-                                  json={"user_id": other, "product_id": str(uuid.uuid4())})
-    assert response.status_code == 403
+    theirs = shop.seed("wishlist_items", records.wishlist_item(user_id=other))
+    for product_id in (theirs["product_id"], str(uuid.uuid4())):
+        response = shop.client.delete("/api/sync/wishlist_items", headers=shop.user(me),
+                                      json={"user_id": other, "product_id": product_id})
+        assert (response.status_code, response.json) == (200, {"deleted": 0})
+    assert shop.mongo.wishlist_items.count_documents({}) == 1
     assert shop.mongo.sync_tombstones.count_documents({}) == 0
+
+
+def test_every_refused_write_gets_one_answer_whoever_holds_the_row(shop):
+    """A user's write onto another user's row, a row made out to another user, and a row whose unique id another
+    user's row holds are refused alike: the answer never says whether that row exists."""
+    me, other = str(uuid.uuid4()), str(uuid.uuid4())
+    their_item = shop.seed("wishlist_items", records.wishlist_item(user_id=other))
+    their_cart = shop.seed("cart_items", records.cart_item(user_id=other))
+    attempts = [
+        ("cart_items", {**records.cart_item(user_id=me), "id": their_cart["id"]}),  # their row, by its key
+        ("cart_items", records.cart_item(user_id=other)),  # a new row made out to them
+        ("wishlist_items", {**records.wishlist_item(user_id=me), "id": their_item["id"]}),  # their unique id
+    ]
+    answers = set()
+    for collection, record in attempts:
+        response = shop.post(collection, record, shop.user(me))
+        answers.add((response.status_code, response.json["message"]))
+    assert len(answers) == 1 and answers.pop()[0] == 403
+    batch = shop.client.post("/api/sync/batch", headers=shop.user(me), json={"operations": [
+        {"op": "upsert", "collection": collection, "record": record} for collection, record in attempts]})
+    assert len({json.dumps(result, sort_keys=True) for result in batch.json["results"]}) == 1, batch.json
+    assert shop.mongo.wishlist_items.count_documents({"user_id": me}) == 0
+    assert shop.mongo.cart_items.count_documents({"user_id": me}) == 0
 
 
 @pytest.mark.parametrize("collection", OWNED)
@@ -169,7 +205,7 @@ def test_user_cannot_touch_another_users_role_or_delete_roles(shop):
     """Denied: reading, creating or deleting another's role; deleting one's own."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     shop.seed("user_roles", {"user_id": other})
-    assert shop.client.get(f"/api/sync/user_roles/{other}", headers=shop.user(me)).status_code == 403
+    assert shop.client.get(f"/api/sync/user_roles/{other}", headers=shop.user(me)).status_code == 404
     assert shop.post("user_roles", {"user_id": str(uuid.uuid4())}, shop.user(me)).status_code == 403
     shop.post("user_roles", {"user_id": me}, shop.user(me))
     assert shop.client.delete(f"/api/sync/user_roles/{me}", headers=shop.user(me)).status_code == 403
@@ -237,7 +273,7 @@ def test_service_role_writes_any_product(shop):
 # -- batches and unauthenticated callers -------------------------------------------------------
 
 def test_batch_operations_are_authorized_one_by_one(shop):
-    """Own rows pass, others' are refused in place, the rest of the batch still applies."""
+    """Own rows pass, a write of another's is refused in place (its delete deletes nothing), the rest applies."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     theirs = shop.seed("cart_items", records.cart_item(user_id=other))
     operations = [
@@ -249,10 +285,9 @@ def test_batch_operations_are_authorized_one_by_one(shop):
     results = shop.client.post("/api/sync/batch", json={"operations": operations},
                                headers=shop.user(me)).json["results"]
     assert results[0]["result"] == "created" and results[3]["result"] == "created"
-    assert results[1]["error"]["code"] == 403 and results[2]["error"]["code"] == 403
+    assert results[1]["error"]["code"] == 403 and results[2] == {"deleted": 0}
     assert shop.mongo.cart_items.find_one({"id": theirs["id"]})["quantity"] == theirs["quantity"]
-    assert [json.loads(r["payload"])["record"]["id"] if "record" in json.loads(r["payload"])
-            else json.loads(r["payload"])["id"] for r in shop.mongo.sync_rejects.find()] == [theirs["id"]] * 2
+    assert [json.loads(r["payload"])["id"] for r in shop.mongo.sync_rejects.find()] == [theirs["id"]]
 
 
 @pytest.mark.parametrize(("method", "path"), [("get", "/api/sync/products"), ("get", "/api/sync/cart_items"),

@@ -2,7 +2,10 @@
 
 Plain Python like the engine that calls it. Every check sees the stored record as well
 as the payload, so a write that names someone else's record by `id` is refused, not a
-takeover.
+takeover. As under Supabase's row-level security, another user's rows are invisible: a
+read or a delete of one answers as if it did not exist, and every write the rules refuse
+gets the one answer, whether the row it names is someone else's, its owner field is, or
+a unique value it holds is taken by a row the caller cannot see (docs/security.md).
 """
 
 from dataclasses import dataclass
@@ -43,6 +46,10 @@ class Forbidden(Exception):
         self.message = message
 
 
+# One answer for every write the ownership rule refuses, so it never says whether another user's row exists.
+NOT_YOURS = "The row-level rules refuse this change: a user writes only their own records, under their own id."
+
+
 class OwnRows:
     """profiles, cart_items, wishlist_items, orders: a user reads and writes only their own rows."""
 
@@ -57,21 +64,19 @@ class OwnRows:
             return {self.owner_field: caller.user_id}
         raise Forbidden("Sign in to read these records.")
 
-    def check_read(self, caller: Caller, stored: dict) -> None:
-        """Refuse a read of a record the caller may not see."""
+    def can_read(self, caller: Caller, stored: dict) -> bool:
+        """Whether the caller may see the stored record (one they may not is, to them, not there)."""
         query = self.read_query(caller)
-        if any(stored.get(field) != value for field, value in query.items()):
-            raise Forbidden("This record belongs to another user.")
+        return all(stored.get(field) == value for field, value in query.items())
 
     def check_write(self, caller: Caller, values: dict, stored: dict | None, database: Database) -> None:
         """Refuse an upsert of someone else's record, or one that would move it to someone else."""
         if caller.is_service:
             return
         self._require_user(caller)
-        if stored is not None and stored.get(self.owner_field) != caller.user_id:
-            raise Forbidden("This record belongs to another user.")
-        if values.get(self.owner_field, caller.user_id if stored is not None else None) != caller.user_id:
-            raise Forbidden(f"{self.owner_field} must be your own user id.")
+        if (stored is not None and stored.get(self.owner_field) != caller.user_id) or \
+                values.get(self.owner_field, caller.user_id if stored is not None else None) != caller.user_id:
+            raise Forbidden(NOT_YOURS)
 
     def stored_guard(self, caller: Caller, values: dict) -> dict | None:
         """What the stored record must match for `check_write` to allow `values`; None: check it on a read."""
@@ -81,14 +86,18 @@ class OwnRows:
             return None
         return {self.owner_field: caller.user_id}
 
-    def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
-        """Refuse a delete that names or reaches someone else's records."""
+    def deletable(self, caller: Caller, query: dict, found: list[dict], database: Database) -> list[dict]:
+        """The records found that the caller may delete: their own (someone else's are, to them, not there)."""
         if caller.is_service:
-            return
+            return found
         self._require_user(caller)
-        if query.get(self.owner_field, caller.user_id) != caller.user_id or any(
-                doc.get(self.owner_field) != caller.user_id for doc in found):
-            raise Forbidden("These records belong to another user.")
+        if query.get(self.owner_field, caller.user_id) != caller.user_id:
+            return []
+        return [doc for doc in found if doc.get(self.owner_field) == caller.user_id]
+
+    def names_own(self, caller: Caller, query: dict) -> bool:
+        """Whether a delete's query may name a record of the caller's (one naming another owner names none)."""
+        return caller.is_service or query.get(self.owner_field, caller.user_id) == caller.user_id
 
     def _require_user(self, caller: Caller) -> None:
         """Only signed-in users (and the service role) write."""
@@ -111,10 +120,11 @@ class OwnRole(OwnRows):
             return None
         return super().stored_guard(caller, values)
 
-    def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
+    def deletable(self, caller: Caller, query: dict, found: list[dict], database: Database) -> list[dict]:
         """Roles are removed by the service role only."""
         if not caller.is_service:
             raise Forbidden("Only the service role can remove a role.")
+        return found
 
 
 class SellerCatalogue(OwnRows):
@@ -137,11 +147,15 @@ class SellerCatalogue(OwnRows):
         """A seller's write needs the mirror's user_roles read first: only the service role skips it."""
         return {} if caller.is_service else None
 
-    def check_delete(self, caller: Caller, query: dict, found: list[dict], database: Database) -> None:
-        """A seller may delete only their own products."""
-        super().check_delete(caller, query, found, database)
-        if not caller.is_service:
-            self._require_seller(caller, database)
+    def deletable(self, caller: Caller, query: dict, found: list[dict], database: Database) -> list[dict]:
+        """A seller may delete only their own products: another's is refused, the catalogue being public."""
+        if caller.is_service:
+            return found
+        self._require_user(caller)
+        self._require_seller(caller, database)
+        if any(doc.get(self.owner_field) != caller.user_id for doc in found):
+            raise Forbidden("This product belongs to another seller.")
+        return found
 
     def _require_seller(self, caller: Caller, database: Database) -> None:
         """The mirror's user_roles must say the caller is a seller."""

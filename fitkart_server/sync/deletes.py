@@ -28,7 +28,8 @@ def delete(engine: Mirror, write: Write) -> int:
     named_id = query.get("id")
     found = [doc for doc in find_targets(engine, entity, query, fields)
              if named_id is None or doc.get("id") in (None, named_id)]
-    entity.rules.check_delete(write.caller, query, found, engine.database)  # Forbidden
+    # Someone else's records are left out, not refused: a delete of one answers as one of nothing would.
+    found = entity.rules.deletable(write.caller, query, found, engine.database)
     if write.source == "client":
         found = [doc for doc in found if not overtaken(write, doc)]
     deleted_at = write.changed_at or utc_now()
@@ -37,7 +38,8 @@ def delete(engine: Mirror, write: Write) -> int:
     key_named = named_id is None or entity.key == ("id",)
     sent = sent_stamp(entity, write.payload)
     if not found:
-        if exact:
+        # A query naming another user's key keeps nothing: to this caller such records do not exist either way.
+        if exact and entity.rules.names_own(write.caller, query):
             # Remember the delete anyway: its upsert may still be on its way. A replay changes nothing.
             # A client's such delete binds only that client (see Tombstones.binds); Supabase's binds all.
             # It is stored on the caller's behalf, so it spends the caller's allowance like a reject.

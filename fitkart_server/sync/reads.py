@@ -10,16 +10,15 @@ from .mirror import Mirror
 
 
 def find_record(engine: Mirror, entity: Entity, ref: str, caller: Caller) -> dict | None:
-    """The stored record whose ref field (key, or id for compound keys) is `ref`."""
+    """The stored record whose ref field (key, or id for compound keys) is `ref`, if the caller may see it."""
     try:
         ref = entity.schema.fields[entity.ref_field].deserialize(ref)
     except ValidationError:
         return None  # not a uuid, so no record has it
     by_key = entity.key == (entity.ref_field,)
     document = engine.database[entity.collection].find_one({"_id": ref} if by_key else {entity.ref_field: ref})
-    if document is None:
-        return None
-    entity.rules.check_read(caller, document)
+    if document is None or not entity.rules.can_read(caller, document):
+        return None  # another user's record is, to this caller, not there (as under row-level security)
     return engine.show(entity, document)
 
 

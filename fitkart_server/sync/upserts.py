@@ -10,6 +10,7 @@ from pymongo.errors import DocumentTooLarge, DuplicateKeyError, OperationFailure
 
 from ..clock import as_utc
 from ..model.documents import PROVENANCE_FIELD
+from ..model.policy import NOT_YOURS, Forbidden
 from .guarded import guarded_upsert, new_document
 from .mirror import Mirror
 from .ordering import overtaken
@@ -125,11 +126,18 @@ def make(engine: Mirror, write: Write, planned: PlannedWrite) -> UpsertOutcome |
     except DuplicateKeyError:
         if collection.find_one({"_id": planned.doc_id}, {"_id": 1}) is not None:
             return None  # lost the race to create it: merge into the winner instead
-        raise RecordRejected(DUPLICATE) from None
+        raise as_seen_by(write, RecordRejected(DUPLICATE)) from None
     except (OperationFailure, InvalidDocument, DocumentTooLarge) as error:
-        raise database_refusal(error) from None
+        raise as_seen_by(write, database_refusal(error)) from None
     return UpsertOutcome("created" if planned.insert is not None else "updated",
                          engine.show(write.entity, planned.result))
+
+
+def as_seen_by(write: Write, refusal: RecordRejected) -> RecordRejected | Forbidden:
+    """A unique value taken is, to a user, the row-level refusal: the record holding it may be one they cannot see."""
+    if refusal.message == DUPLICATE and not write.caller.is_service:
+        return Forbidden(NOT_YOURS)
+    return refusal
 
 
 def is_stale(engine: Mirror, write: Write, current: dict, values: dict, find_tombstone: Finder) -> bool:
