@@ -57,6 +57,7 @@ class AcknowledgedWrites:
     threads: int = 4
     timeout: float = 30
     body_bytes: int = 0  # padding per row (a `note` this long), to fill a spool sooner
+    pause: float = 0.0  # seconds each client waits between its writes (a shop's pace, not a flood)
     rows: list[Row] = field(default_factory=list)
     statuses: list[tuple[float, int, float]] = field(default_factory=list)  # (sent at, status, seconds)
 
@@ -78,7 +79,7 @@ class AcknowledgedWrites:
     def _run(self, seed: int) -> None:
         chance = random.Random(seed)
         own: list[Row] = []
-        while not self.stopping.is_set():
+        while not self.stopping.wait(self.pause):
             roll = chance.random()
             if not own or roll < 0.5:
                 pad = {"note": "x" * self.body_bytes} if self.body_bytes else {}

@@ -79,16 +79,17 @@ def test_what_the_proxy_refuses_is_answered_in_the_api_error_shape(proxied, sent
     assert (code, content_type, body["code"]) == (status, "application/json", status), body
 
 
-def test_with_the_server_down_the_proxy_answers_503_json_with_retry_after(proxied):
-    """gunicorn stopped: nginx answers 503 in the API's shape with Retry-After, as the server's own 503s."""
+def test_with_the_server_down_the_proxy_answers_502_json_with_retry_after(proxied):
+    """gunicorn stopped: nginx answers 502 in the API's shape with Retry-After — not 503, which the server keeps
+    for "nothing was kept", where a write sent to a host that died may have been applied."""
     server, proxy = proxied
     server.stop()
     code, content_type, body = raw_exchange(
         proxy.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert (code, content_type, body["code"]) == (503, "application/json", 503)
+    assert (code, content_type, body["code"]) == (502, "application/json", 502)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{proxy.url}/api/sync/cart_items", timeout=10)
-    assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "2"
+    assert refused.value.code == 502 and refused.value.headers["Retry-After"] == "2"
     refused.value.close()
 
 

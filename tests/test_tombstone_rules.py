@@ -83,18 +83,24 @@ def test_a_delete_of_a_stored_record_blocks_everyone(shop, mongo):
     assert client.post("/api/sync/cart_items", json=item, headers=user(me)).json["result"] == "stale"
 
 
-def test_the_server_purges_expired_tombstones_itself(make_app, database_uri, decimal_mode, mongo):
-    """With no TTL index (FerretDB), the server's own housekeeping deletes tombstones past their lifetime."""
+def test_the_server_purges_expired_tombstones_and_rate_limit_counters_itself(make_app, database_uri, decimal_mode,
+                                                                              mongo):
+    """With no TTL index (FerretDB), the server's own housekeeping deletes tombstones past their lifetime, and the
+    rate limiter's counters of windows that have ended."""
     old = utc_now() - timedelta(days=31)
     mongo.sync_tombstones.insert_many([
         {"_id": "cart_items|key|expired", "collection": "cart_items", "deleted_at": old},
         {"_id": "cart_items|key|alive", "collection": "cart_items", "deleted_at": utc_now()}])
+    mongo.sync_rate_limits.insert_many([
+        {"_id": "LIMITER/a|0", "count": 3, "expire_at": utc_now() - timedelta(seconds=1)},
+        {"_id": "LIMITER/a|1", "count": 3, "expire_at": utc_now() + timedelta(minutes=1)}])
     client = make_app(FITKART_MONGODB_URI=database_uri, FITKART_DECIMAL_MODE=decimal_mode).test_client()
     assert client.post("/api/sync/cart_items", json=cart_item()).status_code == 200
     deadline = time.monotonic() + 10
-    while mongo.sync_tombstones.count_documents({"_id": "cart_items|key|expired"}) and time.monotonic() < deadline:
+    while mongo.sync_rate_limits.count_documents({"_id": "LIMITER/a|0"}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [doc["_id"] for doc in mongo.sync_tombstones.find()] == ["cart_items|key|alive"]
+    assert [doc["_id"] for doc in mongo.sync_rate_limits.find()] == ["LIMITER/a|1"]
 
 
 def test_a_delete_of_nothing_remembers_at_most_sixteen_clients(shop, mongo):

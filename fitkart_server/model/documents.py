@@ -29,6 +29,7 @@ RUNS = "sync_runs"  # the outcome of each verify, repair and backfill
 CHECKPOINTS = "sync_backfill"  # where an interrupted backfill resumes
 CAPABILITIES = "sync_capabilities"  # the probe of what the database can store
 FOLLOW = "sync_follow"  # each WAL follower's slot, position and lag
+RATE_LIMITS = "sync_rate_limits"  # the rate limiter's counters, shared by every host (storage/limitstore.py)
 MOVING = "sync_moving"  # records migrate-ids is moving under their key (a copy, until each move is done)
 
 PROVENANCE_FIELD = "_fitkart"

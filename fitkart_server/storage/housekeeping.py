@@ -1,4 +1,4 @@
-"""What the server deletes by itself: expired tombstones, and rejects past their age or the size cap.
+"""What the server deletes by itself: expired tombstones and rate-limit counters, and rejects past their age or cap.
 
 Runs in a background thread of each process, at start and then every few minutes, so no
 request waits for it. MongoDB also expires tombstones with a TTL index; FerretDB v1 has
@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from ..clock import utc_now
-from ..model.documents import REJECTS, TOMBSTONES
+from ..model.documents import RATE_LIMITS, REJECTS, TOMBSTONES
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class Housekeeper:
         rejects = database[REJECTS]
         aged = rejects.delete_many({"at": {"$lt": now - timedelta(days=self.rejects_days)}}).deleted_count
         trimmed = self._trim(database)
+        # The rate limiter's counters are kept only for their window (storage/limitstore.py).
+        database[RATE_LIMITS].delete_many({"expire_at": {"$lte": now}})
         if tombstones or aged or trimmed:
             log.info("Housekeeping: %d expired tombstones, %d old and %d excess rejects deleted.",
                      tombstones, aged, trimmed)

@@ -27,9 +27,11 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse
 from limits.strategies import RateLimiter
+from pymongo.collection import Collection
 from werkzeug.exceptions import TooManyRequests
 
-from ..storage import limitstore  # noqa: F401 (registers the sqlite:// storage with `limits`)
+from ..model.documents import RATE_LIMITS
+from ..storage import limitstore  # noqa: F401 (registers the mirror:// and sqlite:// storages with `limits`)
 from ..sync.rejects import Allowance
 from .auth import WEBHOOK_PREFIX, client_address, request_is_local
 
@@ -131,18 +133,32 @@ def add_retry_after(limiter: Limiter, response: Response) -> Response:
     return response
 
 
-def default_storage(app: Flask) -> str:
+def local_storage(app: Flask) -> str:
     """A SQLite file in the instance folder: shared by every worker on this machine."""
     return f"sqlite:///{os.path.join(app.instance_path, STORAGE_FILE)}"
+
+
+def storage_settings(app: Flask) -> tuple[str, dict]:
+    """FITKART_RATELIMIT_STORAGE, or by default the mirror's database (every host counts together), falling back
+    to this machine's file while the database is away."""
+    chosen = app.config["FITKART_RATELIMIT_STORAGE"]
+    if chosen and chosen != "mirror://":
+        return chosen, {}
+
+    def counters() -> Collection:
+        return app.extensions["fitkart_store"].database()[RATE_LIMITS]
+    return "mirror://", {"collection": counters, "fallback": local_storage(app)}
 
 
 def init_app(app: Flask) -> Limiter:
     """Count what refused writes store per caller (the limiter's counters) and failed operator sign-ins."""
     rate = app.config["FITKART_REJECTS_RATE"]
     item = parse(rate)  # once; a wrong setting fails at start, not at the first refusal
+    storage_uri, storage_options = storage_settings(app)
     limiter = Limiter(
         key_func=address_key,
-        storage_uri=app.config["FITKART_RATELIMIT_STORAGE"] or default_storage(app),
+        storage_uri=storage_uri,
+        storage_options=storage_options,
         strategy="fixed-window",
         # Its headers would go on every limited response and override a 503's own Retry-After.
         headers_enabled=False,

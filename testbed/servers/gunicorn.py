@@ -4,6 +4,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,8 +45,9 @@ class GunicornServer:
     """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port, against a given database."""
 
     def __init__(self, database_uri: str, decimal_mode: str | None, *, workers: int = 2, threads: int = 4,
-                 env: dict | None = None, log_path: Path | None = None) -> None:
+                 env: dict | None = None, log_path: Path | None = None, root: Path = ROOT) -> None:
         self.port = free_port()
+        self.root = root  # where it runs from: the repository, or a host's own copy (see host_copy)
         # Its own rate-limit counters (every test server's callers are 127.0.0.1), spool and log.
         self.files = Path(tempfile.mkdtemp(prefix="fitkart-server-"))
         self.log_path = log_path or self.files / "gunicorn.log"  # its standard error: the master's and the app's log
@@ -70,7 +72,7 @@ class GunicornServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child owns it)
         self.process = subprocess.Popen(
             [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
+            cwd=self.root, env=self.env, stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout
         while request(f"{self.url}/healthz", timeout=1)[0] != 200:
@@ -118,3 +120,16 @@ def _zombie(pid: int) -> bool:
         return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return True
+
+
+def host_copy(into: Path) -> Path:
+    """The server's files copied to `into`, as on a machine of its own: its own empty instance folder (nothing
+    written under the repository's is seen by it). gunicorn imports the app from where it runs."""
+    for name in ("fitkart_server", "wsgi.py", "gunicorn.conf.py"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, into / name)
+    (into / "instance").mkdir()
+    return into

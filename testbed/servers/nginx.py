@@ -29,11 +29,11 @@ def nginx_binary() -> str:
 
 
 class NginxProxy:
-    """nginx on a free loopback port, passing requests to `upstream_port` by the shipped server block."""
+    """nginx on a free loopback port, passing requests to the hosts on `upstream_ports` by the shipped block."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, *upstream_ports: int) -> None:
         self.port = free_port()
-        self.upstream_port = upstream_port
+        self.upstream_ports = upstream_ports
         self.root = Path(tempfile.mkdtemp(prefix="fitkart-nginx-"))
         self.process: subprocess.Popen | None = None
 
@@ -45,7 +45,8 @@ class NginxProxy:
         """Write the configuration (the shipped block inside a minimal nginx.conf) and start nginx."""
         site = SITE.read_text()
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
-        site = site.replace("proxy_pass http://127.0.0.1:5000;", f"proxy_pass http://127.0.0.1:{self.upstream_port};")
+        hosts = "".join(f"server 127.0.0.1:{port};\n    " for port in self.upstream_ports).rstrip()
+        site = site.replace("server 127.0.0.1:5000;", hosts)
         (self.root / "site.conf").write_text(site)
         temp = {name: self.root / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
         (self.root / "nginx.conf").write_text(
