@@ -6,16 +6,18 @@ import hashlib
 import hmac
 import http.client
 import json
+import threading
 import time
 import urllib.parse
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
 from fitkart_server.ops import operators
 from testbed.data.records import cart_item
 from testbed.servers.gunicorn import GunicornServer
+from testbed.waiting import wait_until
 
 from .tokens import JWT_SECRET, RsaSigningKey, SigningKey, bearer, claims_for, es256, hs256, rs256
 
@@ -186,6 +188,28 @@ def test_an_unreachable_key_set_is_503_for_asymmetric_tokens_only(supabase_app, 
     clock.now = began + cooldown + 0.01  # over: asked again, and the token passes
     assert write_own_cart(client, user_id, token).status_code == 200
     assert jwks_server.fetches == 2
+
+
+def test_a_slow_key_set_never_holds_requests_for_its_fetch(supabase_app, jwks_server):
+    """The JWKS endpoint hangs until the test lets it answer, and the fetch may take a minute: eight concurrent
+    requests needing its keys are each answered 503 + Retry-After while that fetch still runs (none waits for it,
+    none queues behind it); once it ends, the same token passes, from that one fetch."""
+    app = supabase_app()
+    app.extensions["fitkart_auth"].verifier.jwks.timeout_seconds = 60
+    jwks_server.hold = threading.Event()
+    user_id = str(uuid.uuid4())
+    token = es256(user_claims(jwks_server, user_id), jwks_server.keys[0])
+    pool = ThreadPoolExecutor(8)
+    try:
+        sent = [pool.submit(write_own_cart, app.test_client(), user_id, token) for _ in range(8)]
+        answered, _ = wait(sent, timeout=20)  # a third of the fetch's minute: answered without it
+        assert len(answered) == 8 and not jwks_server.hold.is_set()
+        assert all(future.result().status_code == 503 and future.result().headers["Retry-After"] for future in sent)
+    finally:
+        jwks_server.hold.set()
+        pool.shutdown()
+    assert wait_until(lambda: write_own_cart(app.test_client(), user_id, token).status_code == 200)
+    assert jwks_server.fetches == 1
 
 
 # -- D1: loopback rights through a proxy ------------------------------------------------------

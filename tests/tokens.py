@@ -48,13 +48,15 @@ class RsaSigningKey:
 class JwksServer:
     """A tiny HTTP server on loopback serving a JWKS document, counting the fetches.
 
-    `down` makes it answer 503 (still counted), as a JWKS endpoint in an outage would.
+    `down` makes it answer 503 (still counted), as a JWKS endpoint in an outage would; `hold`, an Event,
+    makes it hang until the event is set, as a slow one would.
     """
 
     def __init__(self) -> None:
         self.keys: list[SigningKey | RsaSigningKey] = []
         self.fetches = 0
         self.down = False
+        self.hold: threading.Event | None = None
         self._counting = threading.Lock()
         server = self
 
@@ -65,6 +67,8 @@ class JwksServer:
                     return
                 with server._counting:
                     server.fetches += 1
+                if server.hold is not None:
+                    server.hold.wait(120)
                 if server.down:
                     self.send_error(503)
                     return

@@ -161,6 +161,8 @@ def init_app(app: Flask) -> None:
         verifier = TokenVerifier(app.config["SUPABASE_JWT_SECRET"], app.config["SUPABASE_URL"],
                                  leeway_seconds=app.config["FITKART_JWT_LEEWAY_SECONDS"],
                                  jwks_cooldown_seconds=app.config["FITKART_JWKS_COOLDOWN_SECONDS"])
+        if verifier.jwks is not None and not app.testing:
+            verifier.jwks.prefetch()  # each worker, as it starts: the first token then finds the keys
     authenticator = Authenticator(mode, loopback_only, verifier,
                                   parse_networks(app.config["FITKART_TRUSTED_PROXIES"]))
     app.extensions["fitkart_auth"] = authenticator

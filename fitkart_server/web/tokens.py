@@ -1,7 +1,8 @@
 """Verifying Supabase access tokens with PyJWT: HS256 by the JWT secret, ES256/RS256 by the project's JWKS.
 
-The JWKS is fetched when first needed, kept for `jwks_lifespan_seconds`, and fetched early only for a
-`kid` it lacks. Whatever a fetch ends in (keys, an empty set, an error), the next one waits out
+The JWKS is fetched at start and when first needed (in the background: a request waits for it at
+most a second), kept for `jwks_lifespan_seconds`, and fetched early only for a `kid` it lacks.
+Whatever a fetch ends in (keys, an empty set, an error), the next one waits out
 `jwks_cooldown_seconds`: no stream of tokens, made-up or not, turns into a stream of fetches.
 A token that cannot be verified is InvalidToken (401); KeysUnavailable (503) only says that the
 keys a token needs could not be fetched.
@@ -79,16 +80,23 @@ def fetch_keys(url: str, timeout_seconds: float) -> dict[str, PyJWK]:
 
 @dataclass
 class KeySet:
-    """A project's signing keys by kid, fetched at most once per cooldown."""
+    """A project's signing keys by kid, fetched at most once per cooldown, in the background.
+
+    A request that needs a key the set lacks starts a fetch (or finds one running) and waits for it
+    at most `wait_seconds`: a slow JWKS endpoint costs a request that long, then a 503 it may retry,
+    never the fetch's whole timeout, and no thread queues behind another's fetch.
+    """
 
     url: str
     cooldown_seconds: float
     lifespan_seconds: float
     timeout_seconds: float = 5
+    wait_seconds: float = 1
     _keys: dict[str, PyJWK] = field(default_factory=dict, init=False, repr=False)
     _fetched_at: float = field(default=-math.inf, init=False)  # last fetch that gave a key set
     _tried_at: float = field(default=-math.inf, init=False)  # last fetch, whatever it gave
     _failed: bool = field(default=False, init=False)  # whether that last fetch gave nothing
+    _fetching: threading.Event | None = field(default=None, init=False, repr=False)  # set when it ends
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def key(self, kid: str) -> PyJWK:
@@ -96,16 +104,24 @@ class KeySet:
         found = self._cached(kid)
         if found is not None:
             return found
-        with self._lock:  # one thread fetches; the others then find its answer inside the cooldown
-            found = self._cached(kid)
-            if found is None and self._may_fetch():
-                self._fetch()
-                found = self._cached(kid)
-            if found is not None:
-                return found
-            if self._failed or not self._fresh():
-                raise KeysUnavailable  # the key may well exist: the client should retry, not sign in again
-            raise InvalidToken
+        with self._lock:
+            if self._fetching is None and self._may_fetch():
+                self._start_fetch()
+            running = self._fetching
+        if running is not None and running.wait(self.wait_seconds) is False:
+            raise KeysUnavailable  # still fetching: the client retries in a moment
+        found = self._cached(kid)
+        if found is not None:
+            return found
+        if self._failed or not self._fresh():
+            raise KeysUnavailable  # the key may well exist: the client should retry, not sign in again
+        raise InvalidToken
+
+    def prefetch(self) -> None:
+        """Fetch the set now, in the background, so the first token finds it (a failure costs no cooldown)."""
+        with self._lock:
+            if self._fetching is None:
+                self._start_fetch(counted=False)
 
     def _cached(self, kid: str) -> PyJWK | None:
         """The key from the cached set while it is fresh (one read: a fetch may swap the set meanwhile)."""
@@ -120,15 +136,27 @@ class KeySet:
         """Whether the cooldown since the last fetch, of any outcome, has passed."""
         return time.monotonic() - self._tried_at >= self.cooldown_seconds
 
-    def _fetch(self) -> None:
+    def _start_fetch(self, counted: bool = True) -> None:
+        """Fetch the set in a thread of its own (under the lock); `counted`: the cooldown runs from now."""
+        if counted:
+            self._tried_at = time.monotonic()
+        self._fetching = threading.Event()
+        threading.Thread(target=self._fetch, args=(self._fetching, counted), name="fitkart-jwks",
+                         daemon=True).start()
+
+    def _fetch(self, done: threading.Event, counted: bool) -> None:
         """Fetch the set once; on failure keep the previous one until its lifespan ends."""
-        self._tried_at = time.monotonic()
         try:
-            self._keys = fetch_keys(self.url, self.timeout_seconds)
+            keys = fetch_keys(self.url, self.timeout_seconds)
         except KeysUnavailable:
-            self._failed = True
-            return
-        self._fetched_at, self._failed = time.monotonic(), False
+            keys = None
+        with self._lock:
+            if keys is not None:
+                self._keys, self._fetched_at, self._failed = keys, time.monotonic(), False
+            elif counted:
+                self._failed = True
+            self._fetching = None
+        done.set()
 
 
 @dataclass
