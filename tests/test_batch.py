@@ -141,3 +141,17 @@ def test_an_operation_whose_op_is_not_a_kind_is_refused_alone_and_kept_small(cli
     assert reject["op"] in (None, "?") and len(json.dumps(reject, default=str)) < 128 * 1024
     listed = runner.invoke(args=["fitkart", "rejects"])
     assert listed.exit_code == 0, listed.output
+
+
+def test_a_batch_sent_while_the_same_callers_batch_is_applied_is_429_and_does_nothing(client, mongo):
+    """While this worker applies a batch of the caller (its slot held), another from it is 429 with
+    `Retry-After: 1` and applies nothing; once the slot is free, the same batch is applied."""
+    from fitkart_server.web.api.batch import BATCHES
+
+    batch = {"operations": [{"op": "upsert", "collection": "cart_items", "record": cart_item()}]}
+    with BATCHES.slot("addr:127.0.0.1") as admitted:
+        assert admitted
+        busy = client.post("/api/sync/batch", json=batch)
+        assert (busy.status_code, busy.headers["Retry-After"], busy.json["code"]) == (429, "1", 429)
+        assert mongo.cart_items.count_documents({}) == 0
+    assert client.post("/api/sync/batch", json=batch).json["results"][0]["result"] == "created"

@@ -3,11 +3,13 @@
 import json
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from testbed.data.records import cart_item
 from testbed.servers.gunicorn import GunicornServer, request
+from testbed.waiting import wait_until
 
 
 @pytest.fixture
@@ -58,3 +60,24 @@ def test_what_gunicorn_refuses_itself_is_answered_in_the_api_error_shape(gunicor
     code, content_type, body = raw_exchange(gunicorn.port, sent)
     assert (code, content_type, body["code"]) == (status, "application/json", status)
     assert body["message"] and body["status"]
+
+
+def test_one_callers_big_batches_never_take_every_thread(gunicorn, mongo):
+    """One caller sends eight valid 1,000-operation batches at once to two workers of four threads: each worker
+    applies at most one of them (so the caller holds at most two of the eight threads), the others are answered
+    429 at once having applied nothing, and a single write sent meanwhile is served."""
+    batches = [{"operations": [{"op": "upsert", "collection": "cart_items", "record": cart_item()}
+                               for _ in range(1000)]} for _ in range(8)]
+    pool = ThreadPoolExecutor(8)
+    try:
+        sent = [pool.submit(request, f"{gunicorn.url}/api/sync/batch", batch, 120) for batch in batches]
+        assert wait_until(lambda: sum(future.done() for future in sent) >= 8 - gunicorn.workers, 60)
+        assert request(f"{gunicorn.url}/api/sync/cart", cart_item(), 60)[0] == 200
+        answers = [future.result() for future in sent]
+    finally:
+        pool.shutdown()
+    statuses = [status for status, _ in answers]
+    admitted = statuses.count(200)
+    assert 1 <= admitted <= gunicorn.workers and statuses.count(429) == 8 - admitted, statuses
+    assert all(body["code"] == 429 for status, body in answers if status == 429)
+    assert mongo.cart_items.count_documents({}) == admitted * 1000 + 1

@@ -47,6 +47,7 @@ class GunicornServer:
     def __init__(self, database_uri: str, decimal_mode: str | None, *, workers: int = 2, threads: int = 4,
                  env: dict | None = None, log_path: Path | None = None, root: Path = ROOT) -> None:
         self.port = free_port()
+        self.workers = workers
         self.root = root  # where it runs from: the repository, or a host's own copy (see host_copy)
         # Its own rate-limit counters (every test server's callers are 127.0.0.1), spool and log.
         self.files = Path(tempfile.mkdtemp(prefix="fitkart-server-"))

@@ -17,8 +17,13 @@ from .. import writes
 from ..auth import current_caller
 from ..errors import error_body
 from ..hardening import BATCH_JSON_DEPTH_ALLOWANCE, MAX_JSON_DEPTH, json_depth
+from ..inflight import InFlight
+from ..ratelimit import caller_key
 from . import examples
 from .bodies import json_body, record_body_doc
+
+# The callers whose batch this worker is applying (see web/inflight.py).
+BATCHES = InFlight()
 
 blp = Blueprint("batch", __name__, url_prefix="/api/sync",
                 description="Many operations in one request, applied in order.")
@@ -52,8 +57,17 @@ class Batch(MethodView):
     @blp.response(200, BatchResultSchema)
     @blp.alt_response(413, schema=ErrorSchema, description="More operations than FITKART_MAX_BATCH.")
     @blp.alt_response(422, schema=ErrorSchema, description="The body is not `{\"operations\": [...]}`.")
+    @blp.alt_response(429, schema=ErrorSchema, description="Another batch of this caller is being applied.")
     def post(self):
-        """Apply operations in order; each succeeds or fails on its own."""
+        """Apply operations in order; each succeeds or fails on its own (one batch of a caller at a time)."""
+        with BATCHES.slot(caller_key()) as admitted:
+            if not admitted:
+                abort(429, message="Another batch of this caller is being applied here; send this one once it is "
+                                   "answered (Retry-After).", headers={"Retry-After": "1"})
+            return self._apply()
+
+    def _apply(self):
+        """The batch's results, its operations applied in order."""
         body = json_body()
         operations = body.get("operations") if isinstance(body, dict) else None
         limit = current_app.config["FITKART_MAX_BATCH"]
