@@ -102,18 +102,36 @@ def test_gunicorn_workers_share_one_count(database_uri, decimal_mode, tmp_path, 
     assert len(workers) == 2, "both workers should have answered some of the requests"
 
 
-def test_concurrent_batches_store_no_more_than_the_limit(database_uri, decimal_mode, mongo):
-    """Eight batches of fifty bad operations at once, from one caller, under two workers: twenty stored in all."""
-    server = GunicornServer(database_uri, decimal_mode, workers=2, threads=4,
-                            env={"FITKART_REJECTS_RATE": "20 per minute"}).start()
-    batch = {"operations": [{"op": "upsert", "collection": "cart_items", "record": INVALID}] * 50}
+def test_concurrent_refusals_store_no_more_than_the_limit(database_uri, decimal_mode, mongo):
+    """Two hundred refused writes at once from one caller, over two workers of eight threads, with the rate
+    limiter's default storage (its counters in the mirror's database, as deployed): twenty stored in all."""
+    server = GunicornServer(database_uri, decimal_mode, workers=2, threads=8,
+                            env={"FITKART_REJECTS_RATE": "20 per hour", "FITKART_RATELIMIT_STORAGE": ""}).start()
     try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(lambda _: request(f"{server.url}/api/sync/batch", batch)[0], range(8)))
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(lambda _: request(f"{server.url}/api/sync/cart_items", INVALID)[0], range(200)))
     finally:
         server.stop()
-    assert set(statuses) <= {200, 429} and 200 in statuses
+    assert (statuses.count(422), statuses.count(429)) == (20, 180)
     assert mongo.sync_rejects.count_documents({}) == 20
+
+
+def test_a_new_worker_reads_the_counts_before_it_counts_anything(mongo, tmp_path):
+    """A worker that has not counted yet (just started, or on another host) sees the counts already made: a
+    limit checked before it is spent (failed operator sign-ins) holds from its first request."""
+    from fitkart_server.storage.limitstore import MirrorStorage
+
+    def host(name: str) -> MirrorStorage:
+        return MirrorStorage("mirror://", collection=lambda: mongo.sync_rate_limits,
+                             fallback=f"sqlite:///{tmp_path / name}")
+
+    key = "LIMITER/operator-sign-in/addr:203.0.113.9/20/1/minute"
+    counting = host("one.sqlite3")
+    for _ in range(3):
+        counting.incr(key, 60)
+    assert host("one.sqlite3").get(key) == 3  # another worker of that host
+    assert host("two.sqlite3").get(key) == 3  # a worker of another host
+    assert host("two.sqlite3").incr(key, 60) == 4
 
 
 def test_deletes_of_nothing_spend_the_allowance(limited, mongo):

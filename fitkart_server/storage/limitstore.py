@@ -1,14 +1,16 @@
 """`limits` storages for the rate limiter: the mirror's database (`mirror://`, the default) and a SQLite file.
 
-Flask-Limiter's MongoDB storage needs pipeline updates and TTL indexes, which FerretDB v1
-lacks. `MirrorStorage` keeps the counters in the mirror's own database with point operations
-only, so every host behind one balancer counts against the same limit; `SqliteStorage`, a
-file in WAL mode shared by the workers of one machine, is its fallback while the database is
-away (and may be chosen alone: `sqlite:///path`).
+Flask-Limiter's MongoDB storage needs pipeline updates, TTL indexes and an atomic `$inc`, which
+FerretDB v1 lacks. `SqliteStorage`, a file in WAL mode shared by the workers of one machine,
+counts one host exactly; `MirrorStorage` adds up what every host's file counted in the mirror's
+own database, with point operations only, so every host behind one balancer counts against the
+same limit (`sqlite:///path` chooses one host's file alone).
 """
 
+import hashlib
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from limits import parse
 from limits.storage import Storage
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
@@ -107,14 +110,17 @@ class SqliteStorage(Storage):
 
 
 class MirrorStorage(Storage):
-    """Fixed-window counters in the mirror's database (`mirror://`): one count for every host behind a balancer.
+    """Fixed-window counters every host behind a balancer shares (`mirror://`): exact on each host, summed in the
+    mirror's database.
 
-    Each window is its own document, `<key>|<window start>`, so a hit is one `$inc` by `_id` (and
-    an insert for a window's first hit): a point operation on every server, FerretDB v1 included,
-    with no pipeline update and no TTL index. Windows are aligned to the clock; housekeeping
-    deletes the ended ones. While the database cannot be reached the counters fall back to this
-    host's SQLite file for FALLBACK_SECONDS at a time, so a refusal never waits on it and the
-    limit still holds per host.
+    Each host counts its own hits in its SQLite file (`SqliteStorage`: one atomic statement, exact
+    however many of its workers and threads hit at once) and publishes that count to the mirror:
+    one document per limit key and clock-aligned window, a field per host, raised with `$max` by
+    `_id` (a point operation on every server, FerretDB v1 included, which has no atomic
+    read-modify-write: the field of each host is written by that host alone, so no count is lost
+    to another's). A hit's count is the host's own plus what the others published. While the
+    database cannot be reached (asked through a client that gives up within 250 ms), a host counts
+    on its own for FALLBACK_SECONDS at a time. Housekeeping deletes the ended windows.
     """
 
     STORAGE_SCHEME = ["mirror"]
@@ -123,93 +129,96 @@ class MirrorStorage(Storage):
                  fallback: str, **options) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         self.collection = collection
-        self.fallback = SqliteStorage(fallback)
+        self.local = SqliteStorage(fallback)
+        # This host: its machine and its counter file (two servers on one machine with their own files are two).
+        self.host = hashlib.sha256(f"{socket.gethostname()}:{self.local.path}".encode()).hexdigest()[:16]
         self._away_until = 0.0
-        # The window length of each limit (the end of a window is asked without it): few limits, few entries.
-        self._expiries: dict[str, int] = {}
 
     @property
     def base_exceptions(self) -> type[Exception]:
         return sqlite3.Error
 
     def _shared(self) -> Collection | None:
-        """The counters' collection, or None while the database is away (the fallback counts)."""
+        """The counters' collection, or None while the database is away (this host counts alone)."""
         if time.monotonic() < self._away_until:
             return None
         try:
             return self.collection()
-        except Exception as error:  # DatabaseUnavailable: counted here meanwhile
+        except Exception as error:  # DatabaseUnavailable and the like: counted here meanwhile
             self._went_away(error)
             return None
 
     def _went_away(self, error: Exception) -> None:
-        """Count on this host's file for a while, and say so once."""
+        """Count on this host alone for a while, and say so once."""
         self._away_until = time.monotonic() + FALLBACK_SECONDS
         log.warning("Rate-limit counters: the database is away (%s); this host counts on its own for %d s.",
-                     error.__class__.__name__, FALLBACK_SECONDS)
+                    error.__class__.__name__, FALLBACK_SECONDS)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        """Add `amount` to the count of the key's current window."""
-        self._expiries[limit_of(key)] = expiry
-        collection = self._shared()
-        if collection is None:
-            return self.fallback.incr(key, expiry, amount)
+        """Count `amount` hits in the key's current window; the count of every host."""
         start, end = window(time.time(), expiry)
         doc_id = f"{key}|{start}"
+        own = self.local.incr(doc_id, expiry, amount)
+        collection = self._shared()
+        if collection is None:
+            return own
         try:
-            for _ in range(2):  # the insert of a window's first hit may lose to another host's: then $inc
-                counted = collection.find_one_and_update({"_id": doc_id}, {"$inc": {"count": amount}},
+            for _ in range(2):  # a window's first hit inserts its document, unless another host's insert won
+                counted = collection.find_one_and_update({"_id": doc_id}, {"$max": {f"hosts.{self.host}": own}},
                                                          return_document=ReturnDocument.AFTER)
                 if counted is not None:
-                    return counted["count"]
+                    return own + self._others(counted)
                 try:
-                    collection.insert_one({"_id": doc_id, "count": amount,
+                    collection.insert_one({"_id": doc_id, "hosts": {self.host: own},
                                            "expire_at": datetime.fromtimestamp(end, UTC)})
-                    return amount
+                    return own
                 except DuplicateKeyError:
                     continue
         except PyMongoError as error:
             self._went_away(error)
-        return self.fallback.incr(key, expiry, amount)
+        return own
 
     def get(self, key: str) -> int:
-        """The key's count in its current window (0 when none runs)."""
-        expiry = self._expiries.get(limit_of(key))
+        """The key's count in its current window, every host's (0 when none runs)."""
+        expiry = expiry_of(key)
+        doc_id = f"{key}|{window(time.time(), expiry)[0]}"
+        own = self.local.get(doc_id)
         collection = self._shared()
-        if collection is None or expiry is None:
-            return self.fallback.get(key) if collection is None else 0
+        if collection is None:
+            return own
         try:
-            counted = collection.find_one({"_id": f"{key}|{window(time.time(), expiry)[0]}"})
+            counted = collection.find_one({"_id": doc_id})
         except PyMongoError as error:
             self._went_away(error)
-            return self.fallback.get(key)
-        return counted["count"] if counted else 0
+            return own
+        return own + (self._others(counted) if counted else 0)
 
     def get_expiry(self, key: str) -> float:
-        """When the key's current window ends (now, when its length is not known here)."""
-        expiry = self._expiries.get(limit_of(key))
-        if time.monotonic() < self._away_until:
-            return self.fallback.get_expiry(key)
-        return window(time.time(), expiry)[1] if expiry else time.time()
+        """When the key's current window ends."""
+        return window(time.time(), expiry_of(key))[1]
+
+    def _others(self, counted: dict) -> int:
+        """What the other hosts published for a window."""
+        hosts = counted.get("hosts") or {}
+        return sum(count for host, count in hosts.items() if host != self.host and isinstance(count, int))
 
     def check(self) -> bool:
-        """Whether the counters can be reached (the shared ones, or this host's while the database is away)."""
-        return self._shared() is not None or self.fallback.check()
+        """Whether this host's counters can be reached (the shared ones are an addition)."""
+        return self.local.check()
 
     def reset(self) -> int | None:
         """Forget every counter; how many there were."""
         collection = self._shared()
         shared = collection.delete_many({}).deleted_count if collection is not None else 0
-        return shared + (self.fallback.reset() or 0)
+        return shared + (self.local.reset() or 0)
 
     def clear(self, key: str) -> None:
-        """Forget one key's counters (every window of it)."""
+        """Forget one key's counters in its current window."""
+        doc_id = f"{key}|{window(time.time(), expiry_of(key))[0]}"
         collection = self._shared()
         if collection is not None:
-            expiry = self._expiries.get(limit_of(key))
-            if expiry:
-                collection.delete_one({"_id": f"{key}|{window(time.time(), expiry)[0]}"})
-        self.fallback.clear(key)
+            collection.delete_one({"_id": doc_id})
+        self.local.clear(doc_id)
 
 
 def window(now: float, expiry: int) -> tuple[int, int]:
@@ -218,6 +227,7 @@ def window(now: float, expiry: int) -> tuple[int, int]:
     return start, start + expiry
 
 
-def limit_of(key: str) -> str:
-    """The limit part of a `limits` key (`…/<amount>/<multiples>/<granularity>`): its window length's name."""
-    return "/".join(key.split("/")[-3:])
+def expiry_of(key: str) -> int:
+    """The window length of a `limits` key, read from its end (`…/<amount>/<multiples>/<granularity>`)."""
+    amount, multiples, granularity = key.split("/")[-3:]
+    return parse(f"{amount}/{multiples} {granularity}").get_expiry()

@@ -139,14 +139,14 @@ def local_storage(app: Flask) -> str:
 
 
 def storage_settings(app: Flask) -> tuple[str, dict]:
-    """FITKART_RATELIMIT_STORAGE, or by default the mirror's database (every host counts together), falling back
-    to this machine's file while the database is away."""
+    """FITKART_RATELIMIT_STORAGE, or by default this machine's file (exact) added up with every other host's in the
+    mirror's database (see limitstore.MirrorStorage)."""
     chosen = app.config["FITKART_RATELIMIT_STORAGE"]
     if chosen and chosen != "mirror://":
         return chosen, {}
 
     def counters() -> Collection:
-        return app.extensions["fitkart_store"].database()[RATE_LIMITS]
+        return app.extensions["fitkart_store"].quick().bookkeeping(RATE_LIMITS)  # never waits long on the database
     return "mirror://", {"collection": counters, "fallback": local_storage(app)}
 
 
