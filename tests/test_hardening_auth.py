@@ -212,6 +212,46 @@ def test_a_slow_key_set_never_holds_requests_for_its_fetch(supabase_app, jwks_se
     assert jwks_server.fetches == 1
 
 
+class UnreadableKey:
+    """A JWKS entry PyJWT has no implementation for (`kty: oct`, `alg: none`): it raises NotImplementedError."""
+
+    kid = "odd"
+
+    def jwk(self) -> dict:
+        return {"kid": self.kid, "kty": "oct", "alg": "none", "k": "AA"}
+
+
+def test_a_key_set_with_an_entry_pyjwt_cannot_read_still_serves_its_other_keys(supabase_app, jwks_server):
+    """An entry PyJWT cannot read is left out; the project's real key still verifies tokens."""
+    jwks_server.keys.insert(0, UnreadableKey())
+    client = supabase_app().test_client()
+    user_id = str(uuid.uuid4())
+    token = es256(user_claims(jwks_server, user_id), jwks_server.keys[1])
+    assert write_own_cart(client, user_id, token).status_code == 200
+
+
+def test_a_fetch_that_fails_in_an_unforeseen_way_is_a_failed_fetch_not_a_stuck_one(supabase_app, jwks_server,
+                                                                                   monkeypatch):
+    """The fetch raising something no one foresaw: that request is a 503, and the next fetch (the cooldown being
+    over) is made and serves the token — the key set is never left waiting on a fetch that died."""
+    from fitkart_server.web import tokens
+
+    real, calls = tokens.fetch_keys, []
+
+    def fails_once(url: str, timeout_seconds: float):
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError("unforeseen")
+        return real(url, timeout_seconds)
+
+    monkeypatch.setattr(tokens, "fetch_keys", fails_once)
+    client = supabase_app(cooldown=0).test_client()
+    user_id = str(uuid.uuid4())
+    token = es256(user_claims(jwks_server, user_id), jwks_server.keys[0])
+    assert write_own_cart(client, user_id, token).status_code == 503
+    assert write_own_cart(client, user_id, token).status_code == 200 and len(calls) == 2
+
+
 # -- D1: loopback rights through a proxy ------------------------------------------------------
 
 

@@ -10,7 +10,9 @@ keys a token needs could not be fetched.
 
 import http.client
 import json
+import logging
 import math
+import os
 import threading
 import time
 import urllib.request
@@ -21,6 +23,8 @@ import jwt
 from jwt import PyJWK
 
 from ..model.policy import ANON, AUTHENTICATED, SERVICE_ROLE, Caller
+
+log = logging.getLogger(__name__)
 
 # The asymmetric algorithms accepted, each with the key type (`kty`) that can verify it.
 ASYMMETRIC = {"ES256": "EC", "RS256": "RSA"}
@@ -55,8 +59,8 @@ def usable_keys(document: Any) -> dict[str, PyJWK]:
             continue
         try:
             keys[entry["kid"]] = PyJWK(entry)
-        except (jwt.PyJWTError, TypeError, ValueError):
-            continue  # an algorithm or curve this server does not verify with
+        except (jwt.PyJWTError, TypeError, ValueError, NotImplementedError):
+            continue  # an algorithm or curve this server does not verify with (`none` is not implemented)
     return keys
 
 
@@ -97,6 +101,7 @@ class KeySet:
     _tried_at: float = field(default=-math.inf, init=False)  # last fetch, whatever it gave
     _failed: bool = field(default=False, init=False)  # whether that last fetch gave nothing
     _fetching: threading.Event | None = field(default=None, init=False, repr=False)  # set when it ends
+    _fetching_pid: int = field(default=0, init=False)  # the process whose thread runs that fetch
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def key(self, kid: str) -> PyJWK:
@@ -105,6 +110,8 @@ class KeySet:
         if found is not None:
             return found
         with self._lock:
+            if self._fetching_pid != os.getpid():
+                self._fetching = None  # a fetch of the process this one was forked from: its thread is not here
             if self._fetching is None and self._may_fetch():
                 self._start_fetch()
             running = self._fetching
@@ -120,7 +127,7 @@ class KeySet:
     def prefetch(self) -> None:
         """Fetch the set now, in the background, so the first token finds it (a failure costs no cooldown)."""
         with self._lock:
-            if self._fetching is None:
+            if self._fetching is None or self._fetching_pid != os.getpid():
                 self._start_fetch(counted=False)
 
     def _cached(self, kid: str) -> PyJWK | None:
@@ -140,23 +147,28 @@ class KeySet:
         """Fetch the set in a thread of its own (under the lock); `counted`: the cooldown runs from now."""
         if counted:
             self._tried_at = time.monotonic()
-        self._fetching = threading.Event()
+        self._fetching, self._fetching_pid = threading.Event(), os.getpid()
         threading.Thread(target=self._fetch, args=(self._fetching, counted), name="fitkart-jwks",
                          daemon=True).start()
 
     def _fetch(self, done: threading.Event, counted: bool) -> None:
         """Fetch the set once; on failure keep the previous one until its lifespan ends."""
+        keys = None
         try:
             keys = fetch_keys(self.url, self.timeout_seconds)
         except KeysUnavailable:
-            keys = None
-        with self._lock:
-            if keys is not None:
-                self._keys, self._fetched_at, self._failed = keys, time.monotonic(), False
-            elif counted:
-                self._failed = True
-            self._fetching = None
-        done.set()
+            pass
+        except Exception:  # a set PyJWT cannot read in some way of its own: a failed fetch, never a stuck one
+            log.exception("The JWKS at %s could not be read; ES256/RS256 tokens get 503 until it can.", self.url)
+        finally:
+            with self._lock:
+                if keys is not None:
+                    self._keys, self._fetched_at, self._failed = keys, time.monotonic(), False
+                elif counted:
+                    self._failed = True
+                if self._fetching is done:
+                    self._fetching = None
+            done.set()
 
 
 @dataclass
