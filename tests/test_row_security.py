@@ -81,14 +81,21 @@ def test_user_cannot_create_a_row_for_another_user(shop, collection):
 
 @pytest.mark.parametrize("collection", OWNED)
 def test_user_cannot_update_another_users_row(shop, collection):
-    """Denied: naming someone else's stored record is not a takeover, even without user_id."""
+    """Denied: naming someone else's stored record is not a takeover, even without user_id; it is refused as the
+    same write naming a record that does not exist is (403, or the 422 of a new record lacking columns)."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     theirs = shop.seed(collection, OWNED[collection](user_id=other))
     snapshot = list(shop.mongo[collection].find())
     key_fields = {"profiles": ["user_id"], "wishlist_items": ["user_id", "product_id"]}.get(collection, ["id"])
     key = {name: theirs[name] for name in key_fields}
+
+    def answer(payload: dict) -> tuple[int, str]:
+        response = shop.post(collection, payload, shop.user(me))
+        return response.status_code, response.json["message"]
+
     for payload in (key, key | {"created_at": "2030-01-01T00:00:00+00:00"}, key | {"id": theirs["id"]}):
-        assert shop.post(collection, payload, shop.user(me)).status_code == 403
+        absent = {name: str(uuid.uuid4()) if name in (*key_fields, "id") else value for name, value in payload.items()}
+        assert answer(payload) == answer(absent) and answer(payload)[0] in (403, 422)
     assert list(shop.mongo[collection].find()) == snapshot
 
 
@@ -151,7 +158,8 @@ def test_wishlist_delete_by_key_of_another_user_deletes_and_keeps_nothing(shop):
 
 def test_every_refused_write_gets_one_answer_whoever_holds_the_row(shop):
     """A user's write onto another user's row, a row made out to another user, and a row whose unique id another
-    user's row holds are refused alike: the answer never says whether that row exists."""
+    user's row holds are refused alike; a partial write naming another user's row is answered as one naming an
+    absent row: the answer never says whether that row exists."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     their_item = shop.seed("wishlist_items", records.wishlist_item(user_id=other))
     their_cart = shop.seed("cart_items", records.cart_item(user_id=other))
@@ -165,6 +173,11 @@ def test_every_refused_write_gets_one_answer_whoever_holds_the_row(shop):
         response = shop.post(collection, record, shop.user(me))
         answers.add((response.status_code, response.json["message"]))
     assert len(answers) == 1 and answers.pop()[0] == 403
+    for partial in ({"id": their_cart["id"]}, {"id": their_cart["id"], "user_id": me, "quantity": 3}):
+        absent = {**partial, "id": str(uuid.uuid4())}
+        answered = [shop.post("cart_items", record, shop.user(me)) for record in (partial, absent)]
+        assert answered[0].status_code == answered[1].status_code != 200, [a.json for a in answered]
+        assert answered[0].json["message"] == answered[1].json["message"]
     batch = shop.client.post("/api/sync/batch", headers=shop.user(me), json={"operations": [
         {"op": "upsert", "collection": collection, "record": record} for collection, record in attempts]})
     assert len({json.dumps(result, sort_keys=True) for result in batch.json["results"]}) == 1, batch.json
@@ -273,7 +286,8 @@ def test_service_role_writes_any_product(shop):
 # -- batches and unauthenticated callers -------------------------------------------------------
 
 def test_batch_operations_are_authorized_one_by_one(shop):
-    """Own rows pass, a write of another's is refused in place (its delete deletes nothing), the rest applies."""
+    """Own rows pass, a change to another's is refused in place as one to an absent row (a new record lacking its
+    columns), its delete deletes nothing, the rest applies."""
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
     theirs = shop.seed("cart_items", records.cart_item(user_id=other))
     operations = [
@@ -285,7 +299,7 @@ def test_batch_operations_are_authorized_one_by_one(shop):
     results = shop.client.post("/api/sync/batch", json={"operations": operations},
                                headers=shop.user(me)).json["results"]
     assert results[0]["result"] == "created" and results[3]["result"] == "created"
-    assert results[1]["error"]["code"] == 403 and results[2] == {"deleted": 0}
+    assert results[1]["error"]["code"] == 422 and results[2] == {"deleted": 0}  # as for a row that does not exist
     assert shop.mongo.cart_items.find_one({"id": theirs["id"]})["quantity"] == theirs["quantity"]
     assert [json.loads(r["payload"])["id"] for r in shop.mongo.sync_rejects.find()] == [theirs["id"]]
 

@@ -88,12 +88,18 @@ def decide(engine: Mirror, write: Write, values: dict, current: dict | None,
            find_tombstone: Finder) -> UpsertOutcome | PlannedWrite:
     """What an upsert does to the stored record: a final answer, or the write to make."""
     entity = write.entity
-    if current is None:
-        if not write.authoritative and engine.tombstones.binds(entity, values, find_tombstone, write.writer):
+    # Another user's record is, to this caller, not there: answered as an absent one would be, until the write
+    # would create it, which the row-level rules refuse (as a unique value held by another user's row is).
+    hidden = current is not None and not entity.rules.can_read(write.caller, current)
+    if current is None or hidden:
+        if current is None and not write.authoritative and engine.tombstones.binds(entity, values, find_tombstone,
+                                                                                   write.writer):
             return UpsertOutcome("stale", None)
         absent = [name for name in entity.required_on_create if name not in values]
         if absent:
             raise RecordRejected("A new record needs every NOT NULL column that has no default.", missing(absent))
+    if hidden:
+        raise Forbidden(NOT_YOURS)
     # Before any answer about the stored record, so nothing leaks (Forbidden).
     entity.rules.check_write(write.caller, values, current, engine.database)
     if current is None:
