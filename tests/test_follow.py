@@ -150,6 +150,37 @@ def test_a_role_without_replication_is_an_error_naming_the_grant(runner, supabas
     assert "REPLICATION" in result.output
 
 
+def confirmed_position(url: str) -> str:
+    """Where the follower's slot stands: how far PostgreSQL was told the mirror holds."""
+    with psycopg.connect(url) as connection:
+        return connection.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                  "WHERE slot_name = 'fitkart_mirror'").fetchone()[0]
+
+
+def test_a_table_logged_without_its_rows_identity_is_refused_and_nothing_confirmed_past_it(runner, supabase_wal_db,
+                                                                                          mongo):
+    """cart_items switched to REPLICA IDENTITY NOTHING, then rows changed and deleted (the log leaves those
+    changes out): the follower refuses with exit 2, names the ALTER TABLE and `repair`, and does not move the slot;
+    once the identity is back and `repair` has run, the mirror is in sync."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=9, transactions=40)
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    position = confirmed_position(supabase_wal_db)
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("ALTER TABLE cart_items REPLICA IDENTITY NOTHING")
+        connection.execute("UPDATE cart_items SET quantity = quantity + 1")
+        connection.execute("DELETE FROM cart_items WHERE id = (SELECT id FROM cart_items ORDER BY id LIMIT 1)")
+    refused = follow(runner, supabase_wal_db)
+    assert refused.exit_code == 2, refused.output
+    assert "ALTER TABLE public.cart_items REPLICA IDENTITY DEFAULT;" in refused.output and "repair" in refused.output
+    assert confirmed_position(supabase_wal_db) == position
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("ALTER TABLE cart_items REPLICA IDENTITY DEFAULT")
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    assert runner.invoke(args=["fitkart", "repair", "--database-url", supabase_wal_db]).exit_code == 0
+    verify(runner, supabase_wal_db)
+
+
 def test_drop_slot_frees_the_wal_and_forgets_the_position(runner, supabase_wal_db, mongo):
     """`drop-slot` removes the slot from PostgreSQL and the position from the mirror."""
     assert follow(runner, supabase_wal_db).exit_code == 0
@@ -286,6 +317,7 @@ def test_an_update_of_a_records_key_moves_it(runner, supabase_wal_db, mongo):
     result = follow(runner, supabase_wal_db)
     assert result.exit_code == 0 and " 0 refused" in result.output, result.output
     verify(runner, supabase_wal_db)
+    assert mongo.sync_rejects.count_documents({}) == 0  # a move that was applied is no refusal
 
 
 def test_an_update_that_leaves_a_large_value_out_of_the_log_still_writes_the_whole_row(runner, supabase_wal_db,

@@ -438,14 +438,33 @@ def test_repair_writes_its_missing_records_a_page_at_a_time(runner, supabase_db,
 
 
 def test_a_row_the_mirror_refuses_does_not_stop_repair(runner, supabase_db, mongo):
-    """A Supabase row over the mirror's limits is refused and kept in sync_rejects; the rows around it are repaired."""
+    """A Supabase row over the mirror's limits is refused, named and kept in sync_rejects; the rows around it are
+    repaired; the exit status (1) says drift remains, and verify then shows that row alone."""
     generate_rows(supabase_db, products=5, carts=0, wishlists=0, profiles=0)
     with psycopg.connect(supabase_db) as connection:  # text allows it; the mirror keeps 10,000 characters at most
         connection.execute("UPDATE public.products SET description = repeat('x', 20000) WHERE name = 'Product 3'")
+        refused_id = connection.execute("SELECT id FROM public.products WHERE name = 'Product 3'").fetchone()[0]
     repaired = fitkart(runner, "repair", "--database-url", supabase_db)
-    assert repaired.exit_code == 0, repaired.output
+    assert repaired.exit_code == 1, repaired.output
+    assert f"refused products id={refused_id}: Invalid record." in repaired.output
     assert "repaired 4 record(s); 1 refused by the mirror's rules (kept in sync_rejects)" in repaired.output
     assert mongo.products.count_documents({}) == 4 and mongo.products.count_documents({"name": "Product 3"}) == 0
     assert mongo.sync_rejects.count_documents({"collection": "products", "source": "reconcile"}) == 1
-    assert mongo.sync_runs.find_one({"kind": "repair"})["tables"]["products"] == {
-        "upserted": 4, "deleted": 0, "refused": 1}
+    run = mongo.sync_runs.find_one({"kind": "repair"})
+    assert run["status"] == "partial" and run["tables"]["products"] == {"upserted": 4, "deleted": 0, "refused": 1}
+    verified = fitkart(runner, "verify", "--database-url", supabase_db)
+    assert verified.exit_code == 1 and "drift: 1 record(s)" in verified.output
+
+
+def test_verify_cuts_long_values_in_its_lines(runner, supabase_db, mongo):
+    """A 20,000-character value that differs is shown as its start and end around an ellipsis, not whole (--json
+    keeps it all)."""
+    generate_rows(supabase_db, products=1, carts=0, wishlists=0, profiles=0)
+    assert fitkart(runner, "backfill", "--database-url", supabase_db).exit_code == 0
+    with psycopg.connect(supabase_db) as connection:
+        connection.execute("UPDATE public.products SET description = repeat('x', 20000)")
+    verified = fitkart(runner, "verify", "--database-url", supabase_db)
+    line = next(line for line in verified.output.splitlines() if "description differs" in line)
+    assert "…" in line and len(line) < 600, len(line)
+    _, report = verify_json(runner, "--database-url", supabase_db)
+    assert "x" * 20000 in json.dumps(report)

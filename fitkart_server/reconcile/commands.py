@@ -9,6 +9,7 @@ import click
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
+from ..bounds import cut
 from ..clock import utc_now
 from ..config import MONEY_FORMS
 from ..model.entities import BY_COLLECTION, ENTITIES, Entity
@@ -19,6 +20,8 @@ from . import compare, ids, legacy, money, repair
 from .sources import PostgresSource, RestSource, Source, SourceError
 
 IN_SYNC, DRIFT = 0, 1
+# Characters of one value in verify's text lines (as log lines are cut): the start and end around an ellipsis.
+SHOWN_CHARACTERS = 200
 
 source_options = [
     click.option("--database-url", envvar="SUPABASE_DB_URL", metavar="URL",
@@ -115,11 +118,15 @@ def details(reports: dict[str, compare.TableReport], show: int) -> Iterator[str]
         for entry in report.different[:show]:
             for difference in entry["fields"]:
                 yield (f"{name} {_key_text(entry['key'])}: {difference['field']} differs: "
-                       f"supabase={json.dumps(difference['supabase'], default=str)} "
-                       f"mirror={json.dumps(difference['mirror'], default=str)}")
+                       f"supabase={shown_value(difference['supabase'])} mirror={shown_value(difference['mirror'])}")
         hidden = sum(max(0, len(getattr(report, kind)) - show) for kind in ("missing", "extra", "different"))
         if hidden:
             yield f"{name}: {hidden} more (use --json or --show)"
+
+
+def shown_value(value) -> str:
+    """A value as verify prints it: JSON, cut to SHOWN_CHARACTERS (a value may be a megabyte; --json has it all)."""
+    return cut(json.dumps(value, default=str), SHOWN_CHARACTERS)
 
 
 def _key_text(key: dict) -> str:
@@ -169,7 +176,9 @@ def repair_command(database_url, supabase_url, service_role_key, tables, dry_run
     """Make the mirror equal to Supabase: upsert missing and differing records, delete extra ones.
 
     Writes go through the sync engine with provenance `reconcile`; Supabase wins over
-    staleness and tombstones. Exit status: 0 done (or nothing to do), 2 error.
+    staleness and tombstones. A row the mirror's rules refuse is kept in sync_rejects, named
+    and counted, and the rest repaired. Exit status: 0 done (or nothing to do), 1 done but for
+    rows the mirror refused (they stay drift), 2 error.
     """
     engine = database_or_exit()
     started = utc_now()
@@ -186,12 +195,18 @@ def repair_command(database_url, supabase_url, service_role_key, tables, dry_run
         reports = compare_all(engine, source, chosen(tables), act)
         if not dry_run:
             pages.flush()
-            repair.record_run(engine.database, "repair", source, started, pages.done, "repaired")
+            repair.record_run(engine.database, "repair", source, started, pages.done,
+                              "partial" if pages.refused_count else "repaired")
     total = sum(report.drift for report in reports.values())
     click.echo(summary_table(reports))
-    refused = sum(counts["refused"] for counts in pages.done.values())
+    refused = pages.refused_count
+    for collection, key, reason in pages.refused:
+        click.echo(f"refused {collection} {_key_text(key)}: {reason}")
+    if refused > len(pages.refused):
+        click.echo(f"…and {refused - len(pages.refused)} more refused (see `flask fitkart rejects`)")
     click.echo(f"{'would repair' if dry_run else 'repaired'} {total - refused} record(s)" +
                (f"; {refused} refused by the mirror's rules (kept in sync_rejects)" if refused else ""))
+    sys.exit(DRIFT if refused else IN_SYNC)
 
 
 @click.command("backfill")

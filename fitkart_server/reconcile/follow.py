@@ -24,7 +24,8 @@ from ..model.documents import FOLLOW
 from ..model.entities import BY_COLLECTION, ENTITIES, Entity
 from ..storage.store import DatabaseUnavailable
 from ..sync.engine import SyncEngine
-from ..sync.write import DUPLICATE, RecordRejected, Write
+from ..sync.mirror import is_moved_key
+from ..sync.write import RecordRejected, Write
 from .repair import as_payload, backfill_table
 from .sources import PostgresSource
 from .wal import Change, Event, Transaction, WalSetupError, WalSlot
@@ -90,8 +91,7 @@ def apply_changes(engine: SyncEngine, changes: list[Change]) -> int:
                     raise answer  # not the data's fault: stop before confirming, and replay it on the next start
                 resume = offset
                 break
-            if isinstance(answer, RecordRejected) and answer.message == DUPLICATE and write.kind == "upsert" \
-                    and "id" in write.payload:
+            if is_moved_key(write, answer):
                 refused += moved_key(engine, write)
                 resume = offset + 1
                 break
@@ -246,6 +246,9 @@ class Follower:
         if page:  # the rest: whole transactions, and a stopped one's changes so far (left unconfirmed)
             self.totals.rejected += apply_changes(self.engine, page)
         if last is not None:
+            # Checked again before each confirmation: a table switched to REPLICA IDENTITY NOTHING while following
+            # stops the follower before it confirms past changes the log left out.
+            self.slot.check_identities()
             self.totals.transactions += touched
             self.totals.changes += changes
             self._save({"confirmed_lsn": last.end_lsn, "last_commit_at": last.committed_at, "applied_at": utc_now()},

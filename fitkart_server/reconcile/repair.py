@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from pymongo.database import Database
 
+from ..bounds import cut
 from ..clock import utc_now
 from ..model.documents import CHECKPOINTS, RUNS
 from ..model.entities import Entity
@@ -16,6 +17,9 @@ from .compare import Drift, key_reader, shown
 from .sources import PAGE_SIZE, Source
 
 ROUTE = "flask fitkart repair"
+# Refused records a repair names in its output (the rest are counted; all are kept in sync_rejects).
+NAMED_REFUSALS = 20
+REASON_CHARACTERS = 200
 
 
 def as_payload(row: dict) -> dict:
@@ -44,6 +48,8 @@ class RepairPages:
         self.page_size = page_size
         self.pending: list[tuple[Entity, Drift]] = []
         self.done: dict[str, dict[str, int]] = {}
+        # The first refused records, named for the operator (all of them are counted, and kept in sync_rejects).
+        self.refused: list[tuple[str, dict, str]] = []
 
     def add(self, entity: Entity, drift: Drift) -> None:
         """Repair this drift, with the page it falls in."""
@@ -62,6 +68,14 @@ class RepairPages:
             counts = self.done.setdefault(entity.collection, {"upserted": 0, "deleted": 0, "refused": 0})
             outcome = "refused" if isinstance(result, Exception) else "deleted" if drift.kind == "extra" else "upserted"
             counts[outcome] += 1
+            if outcome == "refused" and len(self.refused) < NAMED_REFUSALS:
+                self.refused.append((entity.collection, drift.key, cut(getattr(result, "message", str(result)),
+                                                                        REASON_CHARACTERS)))
+
+    @property
+    def refused_count(self) -> int:
+        """How many records the mirror's rules refused in all."""
+        return sum(counts["refused"] for counts in self.done.values())
 
 
 def backfill_table(engine: SyncEngine, entity: Entity, source: Source, *, page_size: int = PAGE_SIZE,

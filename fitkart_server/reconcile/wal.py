@@ -105,6 +105,23 @@ class WalSlot:
             user = self.connection.info.user
             raise WalSetupError(f"role {user!r} may not use replication slots: `ALTER ROLE \"{user}\" WITH "
                                 "REPLICATION;` (as a superuser), or connect as a role that has it")
+        self.check_identities()
+
+    def check_identities(self) -> None:
+        """Refuse, naming the fix, a mirrored table whose updates and deletes reach the log without the row's
+        identity (REPLICA IDENTITY NOTHING, or DEFAULT without a primary key): wal2json leaves such changes out
+        with only a warning in the server's log, so following them would confirm changes never applied."""
+        rows = self.connection.execute(
+            "SELECT c.relname, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+            "AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relname = ANY(%s)", [self.tables]).fetchall()
+        blind = sorted(name for name, identity, has_key in rows if identity == "n" or (identity == "d" and not has_key))
+        if blind:
+            fixes = " ".join(f"ALTER TABLE public.{name} REPLICA IDENTITY DEFAULT;" for name in blind)
+            raise WalSetupError(
+                f"table(s) {', '.join(blind)} log updates and deletes without the row's identity (REPLICA IDENTITY "
+                f"NOTHING, or DEFAULT without a primary key): those changes would be lost. Run `{fixes}` (or "
+                "REPLICA IDENTITY FULL), then `flask fitkart repair` once for what was changed meanwhile")
 
     def exists(self) -> bool:
         """Whether the slot is there (for this database)."""

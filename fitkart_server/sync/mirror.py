@@ -19,7 +19,7 @@ from ..model.schemas import Money
 from .plan import GUARDED, Commands
 from .rejects import Allowance, RejectLog
 from .tombstones import Tombstones
-from .write import RecordRejected, UpsertOutcome, Write
+from .write import DUPLICATE, RecordRejected, UpsertOutcome, Write
 
 # Told (collection, result, count) for every record written or refused.
 Observer = Callable[[str, str, int], None]
@@ -62,6 +62,8 @@ class Mirror:
 
     def refused(self, write: Write, refusal: Refusal) -> Refusal:
         """Keep a refused write in sync_rejects (its field errors within the batch's budget); the refusal."""
+        if is_moved_key(write, refusal):
+            return refusal  # not refused: the WAL follower moves the record (reconcile/follow.py `moved_key`)
         if isinstance(refusal, Forbidden):
             reason, errors, status = refusal.message, {}, 403
         else:
@@ -100,3 +102,9 @@ class Mirror:
         if self.decimal_mode == "string":
             return str(amount)
         return Decimal128(amount)
+
+
+def is_moved_key(write: Write, refusal: Refusal) -> bool:
+    """A WAL row whose Supabase id the mirror holds under another key: an update that changed the mirror's key."""
+    return write.source == "wal" and write.kind == "upsert" and isinstance(refusal, RecordRejected) \
+        and refusal.message == DUPLICATE and "id" in write.payload
