@@ -468,3 +468,37 @@ def test_verify_cuts_long_values_in_its_lines(runner, supabase_db, mongo):
     assert "…" in line and len(line) < 600, len(line)
     _, report = verify_json(runner, "--database-url", supabase_db)
     assert "x" * 20000 in json.dumps(report)
+
+
+def test_a_column_dropped_in_supabase_is_reported_and_removed_by_repair(runner, supabase_db, mongo):
+    """`body_measurements` dropped in Supabase (for privacy, say) after the mirror copied it: verify reports the
+    field as no Supabase column (exit 1), repair removes it from every record (and the read API stops serving
+    it), and verify is in sync."""
+    generate_rows(supabase_db, products=0, carts=0, wishlists=0, profiles=5)
+    with psycopg.connect(supabase_db) as connection:
+        connection.execute("UPDATE public.profiles SET body_measurements = '{\"chest\": 96}'")
+    assert fitkart(runner, "backfill", "--database-url", supabase_db).exit_code == 0
+    assert mongo.profiles.count_documents({"body_measurements.chest": 96}) == 5
+    with psycopg.connect(supabase_db) as connection:
+        connection.execute("ALTER TABLE public.profiles DROP COLUMN body_measurements")
+    verified = fitkart(runner, "verify", "--database-url", supabase_db)
+    assert verified.exit_code == 1 and "drift: 5 record(s)" in verified.output, verified.output
+    assert "body_measurements is no Supabase column" in verified.output
+    assert fitkart(runner, "repair", "--database-url", supabase_db).exit_code == 0
+    assert mongo.profiles.count_documents({"body_measurements": {"$exists": True}}) == 0
+    assert mongo.profiles.count_documents({}) == 5
+    assert fitkart(runner, "verify", "--database-url", supabase_db).exit_code == 0
+
+
+def test_a_column_added_with_a_default_is_caught_by_verify_and_mended_by_repair(runner, supabase_db, mongo):
+    """ADD COLUMN … DEFAULT gives every existing row a value without writing one row (no trigger, no WAL row):
+    verify reports each record, repair sets the value, verify is in sync."""
+    generate_rows(supabase_db, products=0, carts=0, wishlists=0, profiles=4)
+    assert fitkart(runner, "backfill", "--database-url", supabase_db).exit_code == 0
+    with psycopg.connect(supabase_db) as connection:
+        connection.execute("ALTER TABLE public.profiles ADD COLUMN loyalty_tier text NOT NULL DEFAULT 'bronze'")
+    verified = fitkart(runner, "verify", "--database-url", supabase_db)
+    assert verified.exit_code == 1 and "drift: 4 record(s)" in verified.output, verified.output
+    assert fitkart(runner, "repair", "--database-url", supabase_db).exit_code == 0
+    assert mongo.profiles.count_documents({"loyalty_tier": "bronze"}) == 4
+    assert fitkart(runner, "verify", "--database-url", supabase_db).exit_code == 0

@@ -117,6 +117,10 @@ def details(reports: dict[str, compare.TableReport], show: int) -> Iterator[str]
                 yield f"{name} {_key_text(key)}: {label}"
         for entry in report.different[:show]:
             for difference in entry["fields"]:
+                if difference.get("only_in_mirror"):
+                    yield (f"{name} {_key_text(entry['key'])}: {difference['field']} is no Supabase column: "
+                           f"mirror={shown_value(difference['mirror'])}")
+                    continue
                 yield (f"{name} {_key_text(entry['key'])}: {difference['field']} differs: "
                        f"supabase={shown_value(difference['supabase'])} mirror={shown_value(difference['mirror'])}")
         hidden = sum(max(0, len(getattr(report, kind)) - show) for kind in ("missing", "extra", "different"))

@@ -4,7 +4,8 @@ Memory stays bounded whatever the table size (see compare_table), apart from the
 reported. Values are normalised before comparing, honestly and only as far as the two stores
 really differ: uuid case, timestamps to the millisecond (BSON's precision) in UTC,
 numeric(10,2) as decimals whatever FITKART_DECIMAL_MODE stored, arrays as lists, jsonb as
-JSON values; a column the mirror lacks equals a Supabase null.
+JSON values; a column the mirror lacks equals a Supabase null, and a field no Supabase column
+has (dropped or renamed there) is a difference.
 """
 
 import queue
@@ -32,11 +33,12 @@ READ_PAGE = PAGE_SIZE  # records per page a reader thread hands over
 
 @dataclass
 class FieldDifference:
-    """One column whose values differ."""
+    """One column whose values differ (or that only the mirror's record holds: dropped or renamed in Supabase)."""
 
     field: str
     supabase: object
     mirror: object
+    only_in_mirror: bool = False
 
 
 @dataclass
@@ -70,7 +72,8 @@ class TableReport:
         """Count one drifting record."""
         if drift.kind == "different":
             self.different.append({"key": drift.key, "fields": [
-                {"field": d.field, "supabase": shown(d.supabase), "mirror": shown(d.mirror)} for d in drift.fields]})
+                {"field": d.field, "supabase": shown(d.supabase), "mirror": shown(d.mirror),
+                 **({"only_in_mirror": True} if d.only_in_mirror else {})} for d in drift.fields]})
         else:
             getattr(self, drift.kind).append(drift.key)
 
@@ -168,6 +171,9 @@ def differing_fields(entity: Entity, row: dict, document: dict) -> list[FieldDif
         theirs = None if value is None else normalizer(value)
         if ours != theirs:
             differences.append(FieldDifference(column, theirs, ours))
+    # A field no Supabase column has (the mirror's bookkeeping is not read): a column dropped or renamed there.
+    differences.extend(FieldDifference(column, None, _other(value), only_in_mirror=True)
+                       for column, value in document.items() if column not in row)
     return differences
 
 

@@ -63,7 +63,7 @@ class RepairPages:
         self.pending = []
         writes = [Write("delete", entity, drift.key, source="reconcile", route=ROUTE) if drift.kind == "extra"
                   else Write("upsert", entity, as_payload(drift.supabase), source="reconcile", route=ROUTE,
-                             authoritative=True) for entity, drift in page]
+                             authoritative=True, whole_row=True) for entity, drift in page]
         for (entity, drift), result in zip(page, self.engine.apply_writes(writes), strict=True):
             counts = self.done.setdefault(entity.collection, {"upserted": 0, "deleted": 0, "refused": 0})
             outcome = "refused" if isinstance(result, Exception) else "deleted" if drift.kind == "extra" else "upserted"

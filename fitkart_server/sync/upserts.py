@@ -29,6 +29,8 @@ from .write import (
 )
 
 log = logging.getLogger(__name__)
+# A stored record's own fields, never Supabase columns: kept by a whole row's write (Write.whole_row).
+OWN_FIELDS = ("_id", PROVENANCE_FIELD)
 # Optimistic writes retry when another writer got in between; this many is plenty.
 MAX_ATTEMPTS = 10
 DUPLICATE_KEY = 11000
@@ -108,14 +110,16 @@ def decide(engine: Mirror, write: Write, values: dict, current: dict | None,
     if not write.authoritative and is_stale(engine, write, current, values, find_tombstone):
         return UpsertOutcome("stale", engine.show(entity, current))
     changes = {name: value for name, value in values.items() if name not in current or current[name] != value}
-    if not changes:
+    gone = [name for name in current if name not in values and name not in OWN_FIELDS] if write.whole_row else []
+    if not changes and not gone:
         return UpsertOutcome("unchanged", engine.show(entity, current))
     version = stored_version(current)
     # The version makes this a compare-and-set: no lock, a retry on a lost race.
     written = {**changes, PROVENANCE_FIELD: provenance(write, (version or 0) + 1, current.get(PROVENANCE_FIELD))}
-    result = {**current, **written}
+    result = {name: value for name, value in {**current, **written}.items() if name not in gone}
     written[PROVENANCE_FIELD]["bytes"] = refuse_oversized(result)
-    return PlannedWrite(current["_id"], None, (version, {"$set": written}), result)
+    update = {"$set": written, **({"$unset": dict.fromkeys(gone, "")} if gone else {})}
+    return PlannedWrite(current["_id"], None, (version, update), result)
 
 
 def make(engine: Mirror, write: Write, planned: PlannedWrite) -> UpsertOutcome | None:

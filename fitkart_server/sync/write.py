@@ -39,6 +39,8 @@ class Write:
     made, as far as its path knows (a WAL change's commit, a queued write's arrival, a client's
     stamp): a delete's tombstones carry it, never the time the server happens to apply it.
     `version` is the client's order of its own changes to one record (see ClientVersion).
+    `whole_row` (repair): the payload is the whole Supabase row, so a column the stored record
+    holds and the row lacks is no column of Supabase's (dropped or renamed there) and goes.
     """
 
     kind: object  # "upsert" or "delete"; whatever a malformed batch operation said
@@ -50,6 +52,7 @@ class Write:
     authoritative: bool = False
     changed_at: datetime | None = None  # None: now, as it is applied
     version: "ClientVersion | None" = None
+    whole_row: bool = False
 
     @property
     def collection(self) -> str | None:
