@@ -181,6 +181,38 @@ def test_a_table_logged_without_its_rows_identity_is_refused_and_nothing_confirm
     verify(runner, supabase_wal_db)
 
 
+def slots(url: str) -> list[str]:
+    """The replication slots PostgreSQL keeps WAL for."""
+    with psycopg.connect(url) as connection:
+        return [name for (name,) in connection.execute("SELECT slot_name FROM pg_replication_slots")]
+
+
+def test_a_role_that_may_not_read_the_tables_is_refused_before_any_slot_is_made(runner, supabase_wal_db):
+    """A role with REPLICATION but no SELECT on the tables: exit 2 naming the GRANT, and no slot left holding WAL."""
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("DROP ROLE IF EXISTS shop_replicator")
+        connection.execute("CREATE ROLE shop_replicator LOGIN REPLICATION")
+    result = follow(runner, supabase_wal_db.replace("postgres@", "shop_replicator@"))
+    assert result.exit_code == 2, result.output
+    assert "GRANT SELECT ON public." in result.output and 'TO "shop_replicator"' in result.output
+    assert slots(supabase_wal_db) == []
+
+
+def test_a_first_run_whose_copy_fails_drops_the_slot_it_made(runner, supabase_wal_db, mongo, monkeypatch):
+    """The first copy failing (here: PostgreSQL refusing a read): exit 2, and the slot made for it is dropped, so
+    no WAL is kept for a follower that never ran; the next start begins afresh and ends in sync."""
+    def refused(*args, **kwargs):
+        raise psycopg.errors.InsufficientPrivilege("permission denied for table profiles")
+
+    monkeypatch.setattr(follow_module, "backfill_table", refused)
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 2, result.output
+    assert slots(supabase_wal_db) == [] and mongo[FOLLOW].count_documents({}) == 0
+    monkeypatch.undo()
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    verify(runner, supabase_wal_db)
+
+
 def test_drop_slot_frees_the_wal_and_forgets_the_position(runner, supabase_wal_db, mongo):
     """`drop-slot` removes the slot from PostgreSQL and the position from the mirror."""
     assert follow(runner, supabase_wal_db).exit_code == 0

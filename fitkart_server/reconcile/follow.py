@@ -173,15 +173,21 @@ class Follower:
                 if stop.is_set():
                     raise Stopped
 
-            source = PostgresSource(database_url)
             try:
-                for entity in ENTITIES:
-                    done = backfill_table(self.engine, entity, source, restart=created, advance=advance)
-                    self.totals.snapshot_rows += done["rows"]
+                source = PostgresSource(database_url)
+                try:
+                    for entity in ENTITIES:
+                        done = backfill_table(self.engine, entity, source, restart=created, advance=advance)
+                        self.totals.snapshot_rows += done["rows"]
+                finally:
+                    source.close()
             except Stopped:
                 return False
-            finally:
-                source.close()
+            except BaseException:
+                if created:  # a first run that could not copy leaves no slot holding WAL for no one
+                    self.slot.drop()
+                    self.state.delete_one({"_id": self.slot.name})
+                raise
             self._save({"snapshot": "done", "snapshot_at": utc_now()})
         return True
 

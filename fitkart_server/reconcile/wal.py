@@ -106,6 +106,13 @@ class WalSlot:
             raise WalSetupError(f"role {user!r} may not use replication slots: `ALTER ROLE \"{user}\" WITH "
                                 "REPLICATION;` (as a superuser), or connect as a role that has it")
         self.check_identities()
+        unreadable = [name for (name, readable) in self.connection.execute(
+            "SELECT t, has_table_privilege(format('public.%%I', t), 'SELECT') FROM unnest(%s::text[]) AS t "
+            "WHERE to_regclass(format('public.%%I', t)) IS NOT NULL", [self.tables]).fetchall() if not readable]
+        if unreadable:
+            user, tables = self.connection.info.user, ", ".join(f"public.{name}" for name in unreadable)
+            raise WalSetupError(f"role {user!r} may not read {', '.join(unreadable)}, which the first run copies and "
+                                f"whose updates are read back: `GRANT SELECT ON {tables} TO \"{user}\";`")
 
     def check_identities(self) -> None:
         """Refuse, naming the fix, a mirrored table whose updates and deletes reach the log without the row's
