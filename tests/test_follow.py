@@ -321,6 +321,53 @@ def test_a_follower_stops_cleanly_on_sigterm_while_idle(supabase_wal_db, databas
     assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})["state"] == "stopped"
 
 
+def test_with_retry_the_follower_waits_out_the_mirror_going_away(make_app, supabase_wal_db, own_database, tmp_path,
+                                                                  decimal_mode):
+    """`follow --retry`: the mirror's database stopped while the follower runs and the shop keeps writing; the
+    follower says it will start again instead of exiting, and once the database is back it applies what was
+    written meanwhile: verify finds no drift. Without --retry the same failure is exit 2."""
+    server, mongo = own_database
+    mirror_uri = f"{server.base_uri}/own"
+    log = tmp_path / "follow.log"
+    with open(log, "ab") as output:
+        process = start_follower(mirror_uri, supabase_wal_db, "--retry", "--poll-seconds", "0.2", log=output)
+    try:
+        assert wait_until(lambda: (mongo[FOLLOW].find_one({"_id": "fitkart_mirror"}) or {}).get("state")
+                          == "following", 30), log.read_text()
+        server.stop()
+        run_workload(supabase_wal_db, seed=10, transactions=30)
+        assert wait_until(lambda: "starting again" in log.read_text(), 60), log.read_text()
+        assert process.poll() is None, log.read_text()
+        server.start()
+        assert wait_until(lambda: changes_applied(mongo) > 0, 90), log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    runner = make_app(FITKART_MONGODB_URI=mirror_uri, FITKART_DECIMAL_MODE=decimal_mode).test_cli_runner()
+    result = runner.invoke(args=["fitkart", "verify", "--database-url", supabase_wal_db])
+    server.stop()
+    with open(log, "ab") as output:
+        assert start_follower(mirror_uri, supabase_wal_db, log=output).wait(timeout=60) == 2
+    assert result.exit_code == 0, result.output
+
+
+def test_the_shipped_systemd_unit_runs_the_follower_with_retry(app):
+    """deploy/fitkart-follow.service starts `flask fitkart follow --retry` with options the command accepts, restarts
+    it whatever ends it, and stops it with SIGTERM (which the follower honours)."""
+    from fitkart_server.reconcile.follow_commands import follow_command
+
+    unit = (Path(__file__).resolve().parent.parent / "deploy" / "fitkart-follow.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    command = settings["ExecStart"].split()
+    assert command[1:5] == ["--app", "fitkart_server", "fitkart", "follow"] and "--retry" in command
+    with app.app_context():
+        context = follow_command.make_context("follow", [*command[5:], "--database-url", "postgresql://x"])
+    assert context.params["retry"] is True
+    assert settings["Restart"] == "always" and settings["KillSignal"] == "SIGTERM"
+
+
 def test_truncate_empties_the_mirrored_tables(runner, supabase_wal_db, mongo):
     """TRUNCATE (and its CASCADE to carts and wishlists) empties the mirror's tables the engine's way."""
     assert follow(runner, supabase_wal_db).exit_code == 0

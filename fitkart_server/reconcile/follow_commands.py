@@ -3,17 +3,25 @@
 import signal
 import sys
 import threading
+import time
 
 import click
 import psycopg
 from flask.cli import with_appcontext
+from pymongo.errors import PyMongoError
 
 from ..model.documents import FOLLOW
-from ..storage.commands import ERROR, database_or_exit
+from ..storage.commands import ERROR, database_or_exit, job_store
+from ..storage.store import DatabaseUnavailable, Store
 from ..sync.write import RecordRejected
-from .commands import errors_exit
-from .follow import TABLES, Follower
-from .wal import DEFAULT_SLOT, WalSetupError, WalSlot
+from .follow import TABLES, Follower, FollowTotals
+from .sources import SourceError
+from .wal import DEFAULT_SLOT, PostgresUnavailable, WalSetupError, WalSlot
+
+# What --retry waits out: either database failing or out of reach. Anything else is the set-up's (exit 2).
+FAILURES = (psycopg.Error, PostgresUnavailable, SourceError, DatabaseUnavailable, PyMongoError)
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
 
 database_url_option = click.option(
     "--database-url", envvar="SUPABASE_DB_URL", metavar="URL", required=True,
@@ -42,7 +50,10 @@ def opened_slot(database_url: str, slot: str) -> WalSlot:
               help="Changes read per batch (whole transactions, so a large one comes whole).")
 @click.option("--lag-warning-mb", default=1024, show_default=True,
               help="Warn when PostgreSQL keeps more WAL than this for the slot.")
-def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb):
+@click.option("--retry", is_flag=True,
+              help="When either database fails or cannot be reached, start again after a pause (1 s, doubling to "
+                   "60 s) instead of exiting; set-up errors still exit 2.")
+def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb, retry):
     """Apply every committed change of the six tables to the mirror, in commit order, from a replication slot.
 
     Creates the slot (wal2json) on first use and copies the tables from a snapshot taken after it,
@@ -51,31 +62,63 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
     recorded in `sync_follow`, and only then confirmed to PostgreSQL: a follower killed anywhere
     resumes where the mirror stands, replaying rather than skipping. One follower per slot (an
     advisory lock). SIGTERM or Ctrl-C stops after the current transaction (during the copy, after the
-    current page). Exit status: 0 stopped or done, 2 the database is not set up for it (named), another
-    follower holds the slot, or either database failed.
+    current page). With --retry a database failure is waited out. Exit status: 0 stopped or done, 2 the
+    database is not set up for it (named), another follower holds the slot, or (without --retry) either
+    database failed.
     """
-    engine = database_or_exit()
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
-    wal = opened_slot(database_url, slot)
-    follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=lag_warning_mb * 1024 * 1024)
+    pause, store = RETRY_FIRST_SECONDS, job_store()
     try:
-        with errors_exit():
-            copied = follower.prepare(database_url, stop, snapshot=not no_snapshot)
-            totals = follower.run(stop, once=once, poll_seconds=poll_seconds) if copied else follower.totals
-    except (WalSetupError, RecordRejected) as error:  # RecordRejected: a record contended past retrying
-        click.echo(f"error: {error}", err=True)
-        sys.exit(ERROR)
-    except psycopg.Error as error:  # PostgreSQL went away: what was applied is confirmed or replays on restart
-        click.echo(f"error: PostgreSQL failed: {error.__class__.__name__}: {error}", err=True)
-        sys.exit(ERROR)
+        while True:
+            started = time.monotonic()
+            try:
+                totals = follow_once(store, database_url, slot, stop, once=once, snapshot=not no_snapshot,
+                                     poll_seconds=poll_seconds, max_changes=max_changes,
+                                     lag_warning_bytes=lag_warning_mb * 1024 * 1024)
+                break
+            except FAILURES as error:
+                if not retry or stop.is_set():
+                    click.echo(f"error: {failure(error)}", err=True)
+                    sys.exit(ERROR)
+                if time.monotonic() - started > RETRY_MAX_SECONDS:
+                    pause = RETRY_FIRST_SECONDS  # it had been running: a new failure starts the pauses over
+                click.echo(f"warning: {failure(error)}; starting again in {pause:g} s (--retry)", err=True)
+                if stop.wait(pause):
+                    return
+                pause = min(pause * 2, RETRY_MAX_SECONDS)
+            except (WalSetupError, RecordRejected) as error:  # RecordRejected: a record contended past retrying
+                click.echo(f"error: {error}", err=True)
+                sys.exit(ERROR)
     finally:
-        wal.close()
         for number, handler in previous.items():
             signal.signal(number, handler)
     click.echo(f"slot {slot}: {totals.transactions} transaction(s), {totals.changes} change(s) applied, "
                f"{totals.rejected} refused, {totals.snapshot_rows} row(s) copied; "
                f"lag {totals.lag_bytes:,} bytes, {totals.lag_seconds:.1f} s")
+
+
+def follow_once(store: Store, database_url: str, slot: str, stop: threading.Event, *, once: bool, snapshot: bool,
+                poll_seconds: float, max_changes: int, lag_warning_bytes: int) -> FollowTotals:
+    """One run of the follower, until `stop` (or, with `once`, until the log is drained); raises what ended it."""
+    engine = store.engine()
+    wal = WalSlot(database_url, TABLES, slot)
+    try:
+        follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=lag_warning_bytes)
+        if not follower.prepare(database_url, stop, snapshot=snapshot):
+            return follower.totals
+        return follower.run(stop, once=once, poll_seconds=poll_seconds)
+    finally:
+        wal.close()
+
+
+def failure(error: Exception) -> str:
+    """What failed, in one line, without secrets (as errors_exit says it)."""
+    if isinstance(error, psycopg.Error):
+        return f"PostgreSQL failed: {error.__class__.__name__}: {error}"
+    if isinstance(error, PyMongoError):
+        return f"the mirror's database failed: {error.__class__.__name__}: {error}"
+    return str(error)
 
 
 @click.command("drop-slot")

@@ -40,6 +40,10 @@ class WalSetupError(Exception):
     """The database cannot give this follower its change log; the message says what to change."""
 
 
+class PostgresUnavailable(WalSetupError):
+    """PostgreSQL could not be reached (a restart, the network): nothing to change, only to wait for."""
+
+
 @dataclass
 class Change:
     """One row change: an upsert of the new row, a delete by its identity, or a table emptied (truncate)."""
@@ -82,7 +86,7 @@ class WalSlot:
         try:
             self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as error:
-            raise WalSetupError(f"cannot connect to PostgreSQL: {error}") from None
+            raise PostgresUnavailable(f"cannot connect to PostgreSQL: {error}") from None
         self.url = url
         self._reader_connection: psycopg.Connection | None = None
         self.name = name

@@ -9,19 +9,24 @@ from flask.cli import with_appcontext
 
 from .replay import UNREACHABLE, Replayer, get_replayer, get_spool
 from .spool import salvage
-from .store import DatabaseUnavailable, get_store
+from .store import DatabaseUnavailable, Store, get_store
 
 ERROR = 2  # the exit status of a command that could not do its work
 BUSY = 3  # `spool --replay`: a server process is replaying the spool right now (it will drain it)
 
 
-def database_or_exit():
-    """The sync engine for a long job, or exit 2 with the reason."""
+def job_store() -> Store:
+    """The store for a long job (replies may take minutes), closed with the command."""
     store = get_store().for_jobs()
     if store is not get_store():
         click.get_current_context().call_on_close(store.close)
+    return store
+
+
+def database_or_exit():
+    """The sync engine for a long job, or exit 2 with the reason."""
     try:
-        return store.engine()
+        return job_store().engine()
     except DatabaseUnavailable as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(ERROR)
