@@ -440,6 +440,26 @@ def test_deletes_under_a_replica_identity_index_use_the_key(runner, supabase_wal
     verify(runner, supabase_wal_db)
 
 
+def test_a_delete_logged_under_an_index_that_is_not_the_mirrors_key_is_applied(runner, supabase_wal_db, mongo):
+    """cart_items logged by a unique (user_id, product_id, size) index, neither its primary key nor the mirror's
+    key: its deletes carry only those columns. The follower finds the record by them and deletes it (it stalled
+    for ever, exit 2 at every start), and verify finds no drift."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=11, transactions=40)
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("DELETE FROM cart_items a USING cart_items b WHERE a.id < b.id AND a.user_id = b.user_id "
+                           "AND a.product_id = b.product_id AND a.size = b.size")
+        connection.execute("CREATE UNIQUE INDEX cart_items_line ON cart_items (user_id, product_id, size)")
+        connection.execute("ALTER TABLE cart_items REPLICA IDENTITY USING INDEX cart_items_line")
+        gone = connection.execute("DELETE FROM cart_items WHERE id = (SELECT id FROM cart_items ORDER BY id LIMIT 1) "
+                                  "RETURNING id::text").fetchone()
+    assert gone is not None
+    result = follow(runner, supabase_wal_db)
+    assert result.exit_code == 0, result.output
+    assert mongo.cart_items.count_documents({"id": gone[0]}) == 0
+    verify(runner, supabase_wal_db)
+
+
 def test_a_second_follower_on_the_same_slot_is_refused(runner, supabase_wal_db):
     """Two followers would apply the same transactions out of step: the second exits 2, naming the first."""
     assert follow(runner, supabase_wal_db).exit_code == 0

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,7 @@ from ..sync.mirror import is_moved_key
 from ..sync.write import RecordRejected, Write
 from .repair import as_payload, backfill_table
 from .sources import PostgresSource
-from .wal import Change, Event, Transaction, WalSetupError, WalSlot
+from .wal import Change, Event, Transaction, WalSlot
 
 log = logging.getLogger(__name__)
 ROUTE = "flask fitkart follow"
@@ -79,8 +80,10 @@ def apply_changes(engine: SyncEngine, changes: list[Change]) -> int:
             truncate(engine, BY_COLLECTION[changes[start].table])
             start += 1
             continue
-        run = list(itertools.takewhile(lambda change: change.action != "truncate", changes[start:]))
-        writes = [(offset, write) for offset, change in enumerate(run) for write in writes_of(change)]
+        # A delete found by its identity columns reads the mirror: the changes before it must be in it already.
+        run = changes[start:start + 1] + list(itertools.takewhile(
+            lambda change: change.action != "truncate" and not by_identity(change), changes[start + 1:]))
+        writes = [(offset, write) for offset, change in enumerate(run) for write in writes_of(engine, change)]
         resume = len(run)
         for (offset, write), answer in zip(writes, engine.apply_writes([write for _, write in writes]), strict=True):
             if not isinstance(answer, Exception):
@@ -100,7 +103,7 @@ def apply_changes(engine: SyncEngine, changes: list[Change]) -> int:
     return refused
 
 
-def writes_of(change: Change) -> list[Write]:
+def writes_of(engine: SyncEngine, change: Change) -> list[Write]:
     """The engine's writes for one row change: a delete by its identity, or an authoritative upsert of the row
     (after the delete of the record under its former primary key, when the update changed it)."""
     entity = BY_COLLECTION[change.table]
@@ -108,16 +111,33 @@ def writes_of(change: Change) -> list[Write]:
     if change.action == "delete":
         # The old row's identity: its primary key (the Supabase id) by default, or the columns of the
         # replica identity index the table was given instead.
-        selector = {"id": record["id"]} if "id" in record else {
-            name: record[name] for name in entity.key if name in record}
-        if not selector:
-            raise WalSetupError(f"a delete from {change.table} carries neither its id nor its key: give the table "
-                                "REPLICA IDENTITY DEFAULT (its primary key) or FULL")
-        return [Write("delete", entity, selector, source="wal", route=ROUTE, changed_at=change.committed_at)]
+        if not by_identity(change):
+            selector = {"id": record["id"]} if "id" in record else {name: record[name] for name in entity.key}
+            return [Write("delete", entity, selector, source="wal", route=ROUTE, changed_at=change.committed_at)]
+        return [Write("delete", entity, {"id": found}, source="wal", route=ROUTE, changed_at=change.committed_at)
+                for found in ids_by_identity(engine, entity, change.record)]
     moved = [Write("delete", entity, {"id": str(change.old_id)}, source="wal", route=ROUTE,
                    changed_at=change.committed_at)] if change.old_id is not None else []
     return [*moved, Write("upsert", entity, record, source="wal", route=ROUTE, authoritative=True,
                           changed_at=change.committed_at)]
+
+
+def by_identity(change: Change) -> bool:
+    """A delete that carries neither the Supabase id nor the mirror's key (see ids_by_identity)."""
+    entity = BY_COLLECTION[change.table]
+    return change.action == "delete" and "id" not in change.record and \
+        not all(name in change.record for name in entity.key)
+
+
+def ids_by_identity(engine: SyncEngine, entity: Entity, identity: dict) -> list[str]:
+    """The Supabase ids of the mirror's records holding a delete's identity columns: those of a replica identity
+    index that is neither the primary key nor the mirror's key (a unique index, so at most one; a query on those
+    columns, which FerretDB v1 answers with a scan: such deletes are rare)."""
+    if not identity:
+        return []
+    query = {name: str(value) if isinstance(value, uuid.UUID) else value for name, value in identity.items()}
+    return [document["id"] for document in engine.database[entity.collection].find(query, {"id": 1}).limit(2)
+            if document.get("id") is not None]
 
 
 def moved_key(engine: SyncEngine, write: Write) -> int:
