@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 from pymongo import monitoring
 
 from fitkart_server.model.documents import FOLLOW
@@ -28,6 +29,8 @@ from testbed.data.shop_workload import ShopWorkload
 from testbed.data.supabase_rows import generate_rows
 from testbed.servers.follower import start_follower
 from testbed.waiting import wait_until
+
+from .test_metrics import scrape, value
 
 KURTA = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 CART = "0b5d8f1e-6a7c-4e0a-9a51-3f4b2c1d0e9f"
@@ -238,6 +241,33 @@ def test_lag_is_shown_by_stats_metrics_and_the_status_page(app, runner, supabase
     assert f'fitkart_follow_lag_bytes{{slot="fitkart_mirror"}} {float(state["lag_bytes"])}' in metrics
     page = client.get("/").get_data(as_text=True)
     assert 'data-slot="fitkart_mirror"' in page and f"{state['lag_bytes']:,}" in page
+
+
+def test_wal_kept_for_the_slot_by_an_open_transaction_is_reported_and_warned(app, runner, supabase_wal_db, mongo,
+                                                                            caplog):
+    """A session idle in a transaction while 3 MB of WAL are written: the follower is caught up (lag near 0), but
+    PostgreSQL keeps that WAL for its slot; the follower measures what is kept, warns past --lag-warning-mb, and
+    stats, /metrics and the status page show it."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    idle = psycopg.connect(supabase_wal_db)
+    try:
+        idle.execute("SELECT txid_current()")  # a transaction with an id, left open
+        with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+            connection.execute("CREATE TABLE filler (x text)")
+            connection.execute("INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 3000) i")
+        assert follow(runner, supabase_wal_db, "--lag-warning-mb", "1").exit_code == 0
+    finally:
+        idle.close()
+    state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
+    assert state["retained_bytes"] > 2 * 1024 * 1024 > state["lag_bytes"], state
+    assert any("keeps" in record.getMessage() and "WAL" in record.getMessage() for record in caplog.records)
+    assert f"WAL kept {state['retained_bytes']:,} bytes" in runner.invoke(args=["fitkart", "stats"]).output
+    live = runner.invoke(args=["fitkart", "stats", "--database-url", supabase_wal_db]).output
+    assert "slot fitkart_mirror now: at " in live and "WAL kept" in live, live
+    client = app.test_client()
+    kept = value(scrape(client), "fitkart_follow_retained_bytes", slot="fitkart_mirror")
+    assert kept == pytest.approx(state["retained_bytes"], rel=1e-5)  # the text form keeps six digits
+    assert f"{state['retained_bytes']:,}" in client.get("/").get_data(as_text=True)
 
 
 def follower_process(database_uri: str, url: str, log: Path) -> subprocess.Popen:

@@ -4,6 +4,7 @@ import json
 import sys
 
 import click
+import psycopg
 from bson import ObjectId
 from bson.errors import InvalidId
 from flask.cli import with_appcontext
@@ -13,6 +14,7 @@ from ..model.documents import REJECTS
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Forbidden
 from ..reconcile.follow import follow_state
+from ..reconcile.wal import WalSetupError, WalSlot
 from ..storage.commands import ERROR, database_or_exit
 from ..storage.store import get_store
 from ..sync.engine import SyncEngine
@@ -29,8 +31,11 @@ def _when(moment) -> str:
 
 @click.command("stats")
 @with_appcontext
-def stats_command():
-    """Per collection: documents, last write and its source, writes in the last hour."""
+@click.option("--database-url", envvar="SUPABASE_DB_URL", metavar="URL",
+              help="Also read each follower's slot from PostgreSQL now, as it stands even while the follower is "
+                   "stopped (env SUPABASE_DB_URL).")
+def stats_command(database_url):
+    """Per collection: documents, last write and its source, writes in the last hour; each WAL follower."""
     engine = database_or_exit()
     click.echo(f"mirror: {get_store().description}; {_money(engine)}; writes use the {engine.write_plan} plan")
     click.echo(f"{'collection':<16}{'documents':>11}  {'last write (UTC)':<20}{'source':<11}{'writes/hour':>11}")
@@ -41,7 +46,27 @@ def stats_command():
         click.echo(f"WAL follower {follower['_id']}: {follower.get('state') or '-'} at "
                    f"{follower.get('confirmed_lsn') or '-'}, last commit applied "
                    f"{_when(follower.get('last_commit_at'))}, lag {follower.get('lag_bytes') or 0:,} bytes, "
-                   f"{follower.get('lag_seconds') or 0} s, {follower.get('total_changes') or 0:,} changes")
+                   f"{follower.get('lag_seconds') or 0} s, WAL kept {follower.get('retained_bytes') or 0:,} bytes "
+                   f"(measured {_when(follower.get('measured_at'))}), {follower.get('total_changes') or 0:,} changes")
+        if database_url:
+            click.echo(f"  slot {follower['_id']} now: {live_slot(database_url, follower['_id'])}")
+
+
+def live_slot(database_url: str, slot: str) -> str:
+    """A slot as PostgreSQL sees it now: the WAL after its confirmed position and the WAL kept for it."""
+    try:
+        wal = WalSlot(database_url, [], slot)
+    except WalSetupError as error:
+        return f"unknown ({error})"
+    try:
+        position, behind, kept = wal.measure()
+    except psycopg.Error as error:
+        return f"unknown (PostgreSQL failed: {error.__class__.__name__})"
+    finally:
+        wal.close()
+    if position is None:
+        return "no such slot in PostgreSQL"
+    return f"at {position}, {behind:,} bytes behind, WAL kept {kept:,} bytes"
 
 
 def _money(engine: SyncEngine) -> str:

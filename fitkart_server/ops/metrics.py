@@ -61,6 +61,8 @@ SPOOL_OLDEST_SECONDS = Gauge("fitkart_spool_oldest_seconds", "Age of the oldest 
 # Read from the mirror's `sync_follow` at each scrape: the follower is its own process.
 FOLLOW_LAG_BYTES = Gauge("fitkart_follow_lag_bytes", "WAL written after the follower's confirmed position, by slot.",
                          ["slot"], multiprocess_mode="mostrecent")
+FOLLOW_RETAINED_BYTES = Gauge("fitkart_follow_retained_bytes", "WAL PostgreSQL keeps for the follower's slot (from "
+                              "its restart position), by slot.", ["slot"], multiprocess_mode="mostrecent")
 FOLLOW_LAG_SECONDS = Gauge("fitkart_follow_lag_seconds", "Age of the last commit applied while behind, by slot.",
                            ["slot"], multiprocess_mode="mostrecent")
 
@@ -133,6 +135,7 @@ def metrics():
         DATABASE_UP.set(1)
         for follower in follow_state(get_store().database()):
             FOLLOW_LAG_BYTES.labels(follower["_id"]).set(follower.get("lag_bytes") or 0)
+            FOLLOW_RETAINED_BYTES.labels(follower["_id"]).set(follower.get("retained_bytes") or 0)
             FOLLOW_LAG_SECONDS.labels(follower["_id"]).set(follower.get("lag_seconds") or 0)
             if follower.get("measured_at"):
                 FOLLOW_MEASURED_AGE.labels(follower["_id"]).set(

@@ -46,6 +46,7 @@ class FollowTotals:
     snapshot_rows: int = 0
     lag_bytes: int = 0
     lag_seconds: float = 0.0
+    retained_bytes: int = 0  # WAL PostgreSQL keeps for the slot (from its restart position)
     lag_warnings: int = 0  # batches that found the slot past the warning threshold (each logged)
 
 
@@ -285,14 +286,18 @@ class Follower:
 
     def _measure(self, caught_up: bool, last_commit_at: datetime | None = None) -> None:
         """Record the lag: WAL bytes written after the slot's position, and the age of what is being applied."""
-        _, lag_bytes = self.slot.position()
+        _, lag_bytes, retained_bytes = self.slot.measure()
         seconds = 0.0 if caught_up or last_commit_at is None else max(0.0, (utc_now() - last_commit_at)
                                                                      .total_seconds())
         self.totals.lag_bytes, self.totals.lag_seconds = lag_bytes, seconds
-        self._save({"lag_bytes": lag_bytes, "lag_seconds": round(seconds, 3), "measured_at": utc_now()})
-        if lag_bytes > self.lag_warning_bytes:
-            message = (f"slot {self.slot.name!r} is {lag_bytes:,} bytes behind: PostgreSQL keeps that WAL until "
-                       "the follower catches up (drop an abandoned slot with `flask fitkart drop-slot`)")
+        self.totals.retained_bytes = retained_bytes
+        self._save({"lag_bytes": lag_bytes, "lag_seconds": round(seconds, 3), "retained_bytes": retained_bytes,
+                    "measured_at": utc_now()})
+        if max(lag_bytes, retained_bytes) > self.lag_warning_bytes:
+            message = (f"slot {self.slot.name!r} is {lag_bytes:,} bytes behind and PostgreSQL keeps "
+                       f"{retained_bytes:,} bytes of WAL for it (an open transaction that began before the "
+                       "follower's position holds it back too): that WAL stays until the follower gets past it "
+                       "(drop an abandoned slot with `flask fitkart drop-slot`)")
             log.warning(message)
             self.totals.lag_warnings += 1
 

@@ -273,10 +273,17 @@ class WalSlot:
 
     def position(self) -> tuple[str | None, int]:
         """The slot's confirmed position, and how many bytes of WAL were written after it."""
+        position, behind, _ = self.measure()
+        return position, behind
+
+    def measure(self) -> tuple[str | None, int, int]:
+        """The slot's confirmed position, the WAL bytes written after it, and the WAL bytes PostgreSQL keeps for it
+        (from its restart position: more than the lag when a transaction that began before it is still open)."""
         row = self.connection.execute(
-            "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+            "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
             "FROM pg_replication_slots WHERE slot_name = %s", [self.name]).fetchone()
-        return (row[0], int(row[1] or 0)) if row else (None, 0)
+        return (row[0], int(row[1] or 0), int(row[2] or 0)) if row else (None, 0, 0)
 
     def close(self) -> None:
         """Disconnect (the slot stays)."""
