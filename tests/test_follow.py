@@ -216,6 +216,52 @@ def test_a_first_run_whose_copy_fails_drops_the_slot_it_made(runner, supabase_wa
     verify(runner, supabase_wal_db)
 
 
+def test_a_slot_that_disappeared_is_refused_and_mended_by_resync(runner, supabase_wal_db, mongo):
+    """The follower's slot dropped behind its back while rows were deleted: the next start refuses (exit 2) naming
+    `--resync` instead of quietly making a new slot and copying (which kept the deleted rows in the mirror);
+    `follow --resync` makes a new slot, copies and repairs, and verify finds no drift."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=12, transactions=40)
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot('fitkart_mirror')")
+        connection.execute("DELETE FROM wishlist_items")
+    refused = follow(runner, supabase_wal_db)
+    assert refused.exit_code == 2 and "is gone" in refused.output and "--resync" in refused.output, refused.output
+    assert slots(supabase_wal_db) == []
+    resynced = follow(runner, supabase_wal_db, "--resync")
+    assert resynced.exit_code == 0, resynced.output
+    assert mongo.wishlist_items.count_documents({}) == 0
+    verify(runner, supabase_wal_db)
+
+
+def test_a_slot_lost_to_max_slot_wal_keep_size_is_refused_and_mended_by_resync(runner, supabase_wal_db, mongo):
+    """PostgreSQL removes WAL the slot still needs (max_slot_wal_keep_size passed while the follower was away): the
+    next start refuses (exit 2) naming `--resync`, not a raw PostgreSQL error; `--resync` mends it."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        connection.execute("SELECT pg_reload_conf()")
+        try:
+            connection.execute("DELETE FROM wishlist_items")
+            connection.execute("CREATE TABLE filler (x text)")
+            for _ in range(6):  # WAL segments past the allowance, then checkpoints that remove them
+                connection.execute("INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 8000) i")
+                connection.execute("SELECT pg_switch_wal()")
+                connection.execute("CHECKPOINT")
+            assert wait_until(lambda: connection.execute(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'fitkart_mirror'").fetchone()[0]
+                == "lost", 30)
+        finally:
+            connection.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+            connection.execute("SELECT pg_reload_conf()")
+    refused = follow(runner, supabase_wal_db)
+    assert refused.exit_code == 2 and "is lost" in refused.output and "--resync" in refused.output, refused.output
+    resynced = follow(runner, supabase_wal_db, "--resync")
+    assert resynced.exit_code == 0, resynced.output
+    verify(runner, supabase_wal_db)
+
+
 def test_drop_slot_frees_the_wal_and_forgets_the_position(runner, supabase_wal_db, mongo):
     """`drop-slot` removes the slot from PostgreSQL and the position from the mirror."""
     assert follow(runner, supabase_wal_db).exit_code == 0

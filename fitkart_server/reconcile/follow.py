@@ -29,7 +29,7 @@ from ..sync.mirror import is_moved_key
 from ..sync.write import RecordRejected, Write
 from .repair import as_payload, backfill_table
 from .sources import PostgresSource
-from .wal import Change, Event, Transaction, WalSlot
+from .wal import Change, Event, Transaction, WalSetupError, WalSlot
 
 log = logging.getLogger(__name__)
 ROUTE = "flask fitkart follow"
@@ -172,17 +172,33 @@ class Follower:
         self.state = engine.database[FOLLOW]
         self.totals = FollowTotals()
 
-    def prepare(self, database_url: str, stop: threading.Event, snapshot: bool = True) -> bool:
+    def prepare(self, database_url: str, stop: threading.Event, snapshot: bool = True, resync: bool = False) -> bool:
         """Check the database, hold the slot, create it if needed, then copy the tables once, without a gap.
 
         The slot is created first: every change committed after it is kept for this follower. The
         copy is read afterwards, from one snapshot, so it holds everything committed before the slot
         and perhaps some changes after; streaming then replays those changes in order over it, which
         ends at the same rows. A copy cut short (SIGTERM, a crash) is finished on the next start; a new
-        slot's copy starts from the first row, whatever an earlier `backfill` left. False: stopped.
+        slot's copy starts from the first row, whatever an earlier `backfill` left. A slot this follower used
+        that is gone, or lost, is refused (the gap is in no log); `resync` drops it and starts over (the
+        caller then repairs, to remove what was deleted in the gap). False: stopped.
         """
         self.slot.check()
         self.slot.hold()
+        had_slot = self.state.find_one({"_id": self.slot.name}, {"_id": 1}) is not None
+        if resync:
+            self.slot.drop()  # a lost slot, or one an operator wants to start over from
+            self.state.delete_one({"_id": self.slot.name})
+        elif had_slot and not self.slot.exists():
+            raise WalSetupError(
+                f"slot {self.slot.name!r}, which this follower used (its position is in sync_follow), is gone from "
+                f"PostgreSQL: the changes since then are in no log, and rows deleted meanwhile would stay in the "
+                f"mirror. Run `flask fitkart follow --resync` (a new slot, a copy, and a repair)")
+        elif self.slot.exists() and self.slot.is_lost():
+            raise WalSetupError(
+                f"slot {self.slot.name!r} is lost: PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), "
+                "so the changes since the follower's position cannot be read. Run `flask fitkart follow --resync` "
+                "(a new slot, a copy, and a repair); raise max_slot_wal_keep_size, or keep the follower running")
         created = not self.slot.exists()
         if created:
             self.slot.create()

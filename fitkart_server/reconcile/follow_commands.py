@@ -10,12 +10,16 @@ import psycopg
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
+from ..clock import utc_now
 from ..model.documents import FOLLOW
+from ..model.entities import ENTITIES
 from ..storage.commands import ERROR, database_or_exit, job_store
 from ..storage.store import DatabaseUnavailable, Store
 from ..sync.write import RecordRejected
+from . import repair
+from .commands import compare_all
 from .follow import TABLES, Follower, FollowTotals
-from .sources import SourceError
+from .sources import PostgresSource, SourceError
 from .wal import DEFAULT_SLOT, PostgresUnavailable, WalSetupError, WalSlot
 
 # What --retry waits out: either database failing or out of reach. Anything else is the set-up's (exit 2).
@@ -50,10 +54,13 @@ def opened_slot(database_url: str, slot: str) -> WalSlot:
               help="Changes read per batch (whole transactions, so a large one comes whole).")
 @click.option("--lag-warning-mb", default=1024, show_default=True,
               help="Warn when PostgreSQL keeps more WAL than this for the slot.")
+@click.option("--resync", is_flag=True,
+              help="Start over after the slot was lost or dropped: a new slot, a copy of the tables, and a repair "
+                   "(removing what Supabase deleted meanwhile).")
 @click.option("--retry", is_flag=True,
               help="When either database fails or cannot be reached, start again after a pause (1 s, doubling to "
                    "60 s) instead of exiting; set-up errors still exit 2.")
-def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb, retry):
+def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb, resync, retry):
     """Apply every committed change of the six tables to the mirror, in commit order, from a replication slot.
 
     Creates the slot (wal2json) on first use and copies the tables from a snapshot taken after it,
@@ -75,7 +82,7 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
             try:
                 totals = follow_once(store, database_url, slot, stop, once=once, snapshot=not no_snapshot,
                                      poll_seconds=poll_seconds, max_changes=max_changes,
-                                     lag_warning_bytes=lag_warning_mb * 1024 * 1024)
+                                     lag_warning_bytes=lag_warning_mb * 1024 * 1024, resync=resync)
                 break
             except FAILURES as error:
                 if not retry or stop.is_set():
@@ -99,17 +106,39 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
 
 
 def follow_once(store: Store, database_url: str, slot: str, stop: threading.Event, *, once: bool, snapshot: bool,
-                poll_seconds: float, max_changes: int, lag_warning_bytes: int) -> FollowTotals:
-    """One run of the follower, until `stop` (or, with `once`, until the log is drained); raises what ended it."""
+                poll_seconds: float, max_changes: int, lag_warning_bytes: int, resync: bool = False) -> FollowTotals:
+    """One run of the follower, until `stop` (or, with `once`, until the log is drained); raises what ended it.
+
+    With `resync`, the new slot's copy is followed by a repair before streaming: the copy adds and
+    updates, and the repair removes the records Supabase deleted while there was no slot.
+    """
     engine = store.engine()
     wal = WalSlot(database_url, TABLES, slot)
     try:
         follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=lag_warning_bytes)
-        if not follower.prepare(database_url, stop, snapshot=snapshot):
+        if not follower.prepare(database_url, stop, snapshot=snapshot, resync=resync):
             return follower.totals
+        if resync:
+            resynced(engine, database_url)
         return follower.run(stop, once=once, poll_seconds=poll_seconds)
     finally:
         wal.close()
+
+
+def resynced(engine, database_url: str) -> None:
+    """Repair the mirror against Supabase now (what `flask fitkart repair` does), and say what it did."""
+    pages = repair.RepairPages(engine)
+    source = PostgresSource(database_url)
+    try:
+        started = utc_now()
+        compare_all(engine, source, ENTITIES, pages.add)
+        pages.flush()
+        repair.record_run(engine.database, "repair", source, started, pages.done,
+                          "partial" if pages.refused_count else "repaired")
+    finally:
+        source.close()
+    done = {name: counts for name, counts in pages.done.items() if any(counts.values())}
+    click.echo(f"resync: repaired {done or 'nothing'}")
 
 
 def failure(error: Exception) -> str:

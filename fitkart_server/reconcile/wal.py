@@ -165,6 +165,12 @@ class WalSlot:
         self.connection.execute("SELECT pg_drop_replication_slot(%s)", [self.name])
         return True
 
+    def is_lost(self) -> bool:
+        """Whether PostgreSQL removed WAL the slot still needed (past max_slot_wal_keep_size): it can give no more."""
+        row = self.connection.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                                      [self.name]).fetchone()
+        return row is not None and row[0] == "lost"
+
     def hold(self) -> None:
         """Be the slot's only follower: a session lock for this connection's life, or an error naming the other."""
         taken = self.connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
