@@ -143,15 +143,19 @@ def test_an_operation_whose_op_is_not_a_kind_is_refused_alone_and_kept_small(cli
     assert listed.exit_code == 0, listed.output
 
 
-def test_a_batch_sent_while_the_same_callers_batch_is_applied_is_429_and_does_nothing(client, mongo):
-    """While this worker applies a batch of the caller (its slot held), another from it is 429 with
-    `Retry-After: 1` and applies nothing; once the slot is free, the same batch is applied."""
+def test_a_batch_past_what_the_callers_batches_in_flight_may_hold_is_429_and_does_nothing(client, mongo):
+    """While this worker applies a full batch of the caller (FITKART_MAX_BATCH operations held), another from it is
+    429 with `Retry-After: 1` and applies nothing; small batches in flight together are let in (sixteen tabs of one
+    shop behind one address); once the full one is done, the batch is applied."""
     from fitkart_server.web.api.batch import BATCHES
 
     batch = {"operations": [{"op": "upsert", "collection": "cart_items", "record": cart_item()}]}
-    with BATCHES.slot("addr:127.0.0.1") as admitted:
+    with BATCHES.slot("addr:127.0.0.1", 10, 1000) as admitted:
+        assert admitted
+        assert client.post("/api/sync/batch", json=batch).json["results"][0]["result"] == "created"
+    with BATCHES.slot("addr:127.0.0.1", 1000, 1000) as admitted:
         assert admitted
         busy = client.post("/api/sync/batch", json=batch)
         assert (busy.status_code, busy.headers["Retry-After"], busy.json["code"]) == (429, "1", 429)
-        assert mongo.cart_items.count_documents({}) == 0
-    assert client.post("/api/sync/batch", json=batch).json["results"][0]["result"] == "created"
+        assert mongo.cart_items.count_documents({}) == 1
+    assert client.post("/api/sync/batch", json=batch).json["results"][0]["result"] == "unchanged"

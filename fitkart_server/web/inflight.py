@@ -1,33 +1,40 @@
-"""One batch at a time per caller in each worker process, so one caller's batches never take every thread.
+"""A bound on the operations one caller's batches hold in each worker process, so they never take every thread.
 
 Good writes are never limited by count (web/ratelimit.py), but a batch of FITKART_MAX_BATCH
 operations holds a worker thread for seconds: eight of them at once would leave none for
-anyone else. Each worker applies one batch of a caller at a time; another that arrives
-meanwhile is answered 429 with `Retry-After: 1` at once, having done nothing. A caller then
-holds at most one thread per worker process, whatever it sends.
+anyone else. Each worker lets one caller's batches in flight hold at most FITKART_MAX_BATCH
+operations together (one full batch, or many small ones: sixteen tabs of a shop sending
+one change each are never held back); a batch past that is answered 429 with
+`Retry-After: 1` at once, having done nothing. A caller's full batches then hold at most one
+thread per worker process, whatever it sends.
 """
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 
 class InFlight:
-    """The callers with a batch being applied in this process."""
+    """The operations of each caller's batches being applied in this process."""
 
     def __init__(self) -> None:
-        self._busy: set[str] = set()
+        self._held: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     @contextmanager
-    def slot(self, caller: str) -> Iterator[bool]:
-        """Whether the caller may start a batch now (then its slot is held until the block ends)."""
+    def slot(self, caller: str, operations: int, most: int) -> Iterator[bool]:
+        """Whether the caller may start a batch of `operations` now, its batches holding at most `most` in all (one
+        batch is always let in alone); the operations are held until the block ends."""
         with self._lock:
-            admitted = caller not in self._busy
-            self._busy.add(caller)
+            admitted = not self._held[caller] or self._held[caller] + operations <= most
+            if admitted:
+                self._held[caller] += operations
         try:
             yield admitted
         finally:
             if admitted:
                 with self._lock:
-                    self._busy.discard(caller)
+                    self._held[caller] -= operations
+                    if self._held[caller] <= 0:
+                        del self._held[caller]

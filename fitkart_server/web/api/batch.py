@@ -57,20 +57,23 @@ class Batch(MethodView):
     @blp.response(200, BatchResultSchema)
     @blp.alt_response(413, schema=ErrorSchema, description="More operations than FITKART_MAX_BATCH.")
     @blp.alt_response(422, schema=ErrorSchema, description="The body is not `{\"operations\": [...]}`.")
-    @blp.alt_response(429, schema=ErrorSchema, description="Another batch of this caller is being applied.")
+    @blp.alt_response(429, schema=ErrorSchema,
+                      description="This caller's batches being applied already hold FITKART_MAX_BATCH operations.")
     def post(self):
-        """Apply operations in order; each succeeds or fails on its own (one batch of a caller at a time)."""
-        with BATCHES.slot(caller_key()) as admitted:
-            if not admitted:
-                abort(429, message="Another batch of this caller is being applied here; send this one once it is "
-                                   "answered (Retry-After).", headers={"Retry-After": "1"})
-            return self._apply()
-
-    def _apply(self):
-        """The batch's results, its operations applied in order."""
+        """Apply operations in order; each succeeds or fails on its own."""
         body = json_body()
         operations = body.get("operations") if isinstance(body, dict) else None
         limit = current_app.config["FITKART_MAX_BATCH"]
+        weight = len(operations) if isinstance(operations, list) else 0
+        with BATCHES.slot(caller_key(), weight, limit) as admitted:
+            if not admitted:
+                abort(429, message="This caller's batches being applied here already hold FITKART_MAX_BATCH "
+                                   "operations; send this one once they are answered (Retry-After).",
+                      headers={"Retry-After": "1"})
+            return self._apply(body, operations, limit)
+
+    def _apply(self, body, operations, limit: int):
+        """The batch's results, its operations applied in order."""
         if not isinstance(operations, list):
             problem = {"operations": ["Must be a list of operations."]}
             writes.record_reject(reason="Invalid batch.", errors=problem, payload=body, route=request.path,
