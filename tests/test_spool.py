@@ -111,7 +111,7 @@ def test_row_rules_are_checked_at_replay_as_the_original_caller(own_server, make
     item = cart_item(user_id=alice, quantity=1)
     assert client.post("/api/sync/cart_items", json=item, headers=bearer(hs256(claims_for(alice)))).status_code == 200
     own_server.stop()
-    response = client.post("/api/sync/cart_items", json={"id": item["id"], "quantity": 99},
+    response = client.post("/api/sync/cart_items", json={**item, "user_id": bob, "quantity": 99},
                            headers=bearer(hs256(claims_for(bob))))
     assert response.status_code == 202
     own_server.start()

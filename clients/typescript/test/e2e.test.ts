@@ -282,15 +282,16 @@ describe("against the real server", () => {
     const local = client(sync.url, { getAccessToken: () => accessToken(me, 3600) });
     const refused: unknown[] = [];
     local.onRejected((rejection) => refused.push(rejection.operation.record));
-    // No user_id: made by me (the token's user) for a row that is the other user's.
-    await local.syncCartItem({ id: theirs.id, quantity: 9 });
+    // A whole row made out to me (the token's user) under the id of a row that is the other user's.
+    const taken = { ...theirs, user_id: me, quantity: 9 };
+    await local.syncCartItem(taken);
     const mine = { id: randomUUID(), user_id: me, product_id: randomUUID(), size: "L" };
     await local.syncCartItem(mine);
     // Another user's row: parked until they sign in here, never sent with my token.
     await local.syncCartItem({ id: randomUUID(), user_id: other, product_id: randomUUID(), size: "M" });
     const status = await local.flush();
     assert.deepEqual([status.pending, status.parked, status.rejected], [0, 1, 1]);
-    assert.deepEqual(refused, [{ id: theirs.id, quantity: 9 }]);
+    assert.deepEqual(refused, [taken]);
     assert.equal((await local.rejections())[0]!.error.code, 403);
     assert.deepEqual(await local.parkedOwners(), [{ owner: other, count: 1 }]);
     const cart = await stored(db, "cart_items");
