@@ -573,9 +573,11 @@ def test_a_large_transaction_is_applied_a_page_at_a_time_in_bulk(app, runner, su
 
 def test_a_stop_in_the_middle_of_a_transaction_leaves_it_unconfirmed_and_applied_whole_later(
         app, runner, supabase_wal_db, mongo, monkeypatch):
-    """SIGTERM is heard between pages: the follower stops inside the transaction without confirming it; the next
-    run applies the transaction again, whole, and verify finds no drift."""
+    """SIGTERM is heard between pages: the follower stops inside the transaction without confirming it (its lag,
+    measured while inside it, is that commit's age); the next run applies the transaction again, whole, and verify
+    finds no drift."""
     monkeypatch.setattr(follow_module, "PAGE_CHANGES", 50)
+    monkeypatch.setattr(follow_module, "MEASURE_EVERY_SECONDS", 0)
     stop = threading.Event()
     real_apply_changes = follow_module.apply_changes
 
@@ -590,12 +592,28 @@ def test_a_stop_in_the_middle_of_a_transaction_leaves_it_unconfirmed_and_applied
         assert Follower(engine, slot).apply(slot.read(10_000), stop) is True
         assert slot.position()[0] == before  # not confirmed
         assert mongo.cart_items.count_documents({}) < 200
-        assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"}).get("confirmed_lsn") is None
+        state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
+        assert state.get("confirmed_lsn") is None
+        # Measured while inside the transaction: its commit's age, not a lag of 0 until it is all applied.
+        assert state["lag_seconds"] > 0 and state["lag_bytes"] > 0, state
         monkeypatch.setattr(follow_module, "apply_changes", real_apply_changes)
         Follower(engine, slot).apply(slot.read(10_000), threading.Event())
         assert slot.position()[0] != before
     assert mongo.cart_items.count_documents({}) == 200
     verify(runner, supabase_wal_db)
+
+
+def test_a_stop_cancels_a_read_that_postgresql_is_still_working_on(supabase_wal_db):
+    """PostgreSQL decodes a large transaction whole before the first row comes: a stop (SIGTERM) set meanwhile
+    cancels the query on the slot's reader connection (a minute-long query stands in for the decoding here)."""
+    slot = WalSlot(supabase_wal_db, TABLES)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    try:
+        with slot._cancelled_on(stop), pytest.raises(psycopg.errors.QueryCanceled):
+            slot._reader().execute("SELECT pg_sleep(60)")
+    finally:
+        slot.close()
 
 
 def one_row_transactions(count: int) -> Callable[[str], object]:

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ CONTENDED_ATTEMPTS = 5
 CONTENDED = "Too many concurrent writes"
 # Changes applied in one call of the engine: what the follower holds at once, however large a transaction is.
 PAGE_CHANGES = 200
+# How often the lag is measured while one large transaction is being applied (else after each batch).
+MEASURE_EVERY_SECONDS = 5.0
 
 
 def apply_transaction(engine: SyncEngine, transaction: Transaction) -> int:
@@ -171,6 +174,7 @@ class Follower:
         self.lag_warning_bytes = lag_warning_bytes
         self.state = engine.database[FOLLOW]
         self.totals = FollowTotals()
+        self._measured_at = time.monotonic()
 
     def prepare(self, database_url: str, stop: threading.Event, snapshot: bool = True, resync: bool = False) -> bool:
         """Check the database, hold the slot, create it if needed, then copy the tables once, without a gap.
@@ -235,8 +239,10 @@ class Follower:
         try:
             while not stop.is_set():
                 flushed = self.slot.flushed()
-                if self.apply(self.slot.read(self.max_changes, upto=until), stop):
+                if self.apply(self.slot.read(self.max_changes, upto=until, stop=stop), stop):
                     continue
+                if stop.is_set():
+                    break  # the read was cut short by the stop: nothing after the last confirmation is confirmed
                 # Nothing of the six tables up to `flushed`: confirm it, or the other tables' traffic would be
                 # kept for this slot for as long as the six stay quiet.
                 # With `--once` the peek stopped at `until`: nothing after it was read, nor is it confirmed.
@@ -276,6 +282,9 @@ class Follower:
                     if len(page) == PAGE_CHANGES:
                         self.totals.rejected += apply_changes(self.engine, page)
                         page = []
+                        if time.monotonic() - self._measured_at >= MEASURE_EVERY_SECONDS:
+                            # Inside a large transaction: the lag is the age of the commit being applied.
+                            self._measure(caught_up=False, last_commit_at=current.committed_at)
                         if stop.is_set():
                             break
                 else:
@@ -302,6 +311,7 @@ class Follower:
 
     def _measure(self, caught_up: bool, last_commit_at: datetime | None = None) -> None:
         """Record the lag: WAL bytes written after the slot's position, and the age of what is being applied."""
+        self._measured_at = time.monotonic()
         _, lag_bytes, retained_bytes = self.slot.measure()
         seconds = 0.0 if caught_up or last_commit_at is None else max(0.0, (utc_now() - last_commit_at)
                                                                      .total_seconds())

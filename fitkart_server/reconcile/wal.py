@@ -12,8 +12,10 @@ changes: a crash in between replays them, never skips them.
 
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -31,6 +33,8 @@ OPTIONS = ("format-version", "2", "include-transaction", "true", "include-xids",
 
 
 Result = TypeVar("Result")
+# How often a read checks for a stop (SIGTERM) while PostgreSQL decodes.
+STOP_CHECK_SECONDS = 0.2
 # Another session reading the slot holds it for a moment (an operator's peek, a second follower starting):
 # wait for it this long before giving up.
 BUSY_SECONDS = 30
@@ -180,19 +184,55 @@ class WalSlot:
             raise WalSetupError(f"another follower is running on slot {self.name!r} (it holds its lock): stop it "
                                 "first, or give this one another --slot")
 
-    def read(self, max_changes: int, upto: str | None = None) -> Iterator[Event]:
+    def read(self, max_changes: int, upto: str | None = None,
+             stop: threading.Event | None = None) -> Iterator[Event]:
         """Whole committed transactions after the slot's position (about `max_changes` rows), not consumed, as they
         are decoded: each transaction's header, its changes, its commit.
 
         Rows are fetched one at a time on a connection of the slot's own, so memory holds one change at a
         time however large a transaction is. `upto` stops at that position: `--once` drains what was there
-        when it started, not what keeps coming. Closing the iterator early cancels the read.
+        when it started, not what keeps coming. Closing the iterator early cancels the read, and so does
+        `stop` being set: PostgreSQL decodes a large transaction whole before its first row comes, and a
+        SIGTERM must not wait for that (within STOP_CHECK_SECONDS the query is cancelled and the read ends).
         """
         tables = ",".join(f"public.{table}" for table in self.tables)
         query = sql.SQL("SELECT lsn::text, data FROM pg_logical_slot_peek_changes({}, {}::pg_lsn, {}, {})").format(
             sql.Literal(self.name), sql.Literal(upto), sql.Literal(max_changes),
             sql.SQL(", ").join(sql.Literal(value) for value in (*OPTIONS, "add-tables", tables)))
-        rows, first = self._streamed(query)
+        with self._cancelled_on(stop):
+            try:
+                rows, first = self._streamed(query)
+            except errors.QueryCanceled:
+                return
+            try:
+                yield from self._events(rows, first)
+            except errors.QueryCanceled:
+                return  # stopped: what was read whole is confirmed by the caller, the rest read again
+
+    @contextmanager
+    def _cancelled_on(self, stop: threading.Event | None) -> Iterator[None]:
+        """Cancel the reader connection's query when `stop` is set while the block runs."""
+        if stop is None:
+            yield
+            return
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(STOP_CHECK_SECONDS):
+                if stop.is_set():
+                    self._reader().cancel()
+                    return
+
+        watcher = threading.Thread(target=watch, name="fitkart-follow-stop", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+    def _events(self, rows: Iterator[tuple], first: tuple | None) -> Iterator[Event]:
+        """The stream's rows as transactions' headers, changes and commits."""
         inside, committed_at = False, None
         try:
             for lsn, data in itertools.chain([first] if first else [], rows):
