@@ -6,7 +6,7 @@ from pathlib import Path
 import fitkart_server
 
 PACKAGE = Path(fitkart_server.__file__).parent
-BASE = {"config", "clock", "bounds", "version"}
+BASE = {"config", "clock", "bounds", "ticker", "version"}
 # What each layer may import (besides itself); the app factory (__init__) may import everything.
 MAY_IMPORT = {
     "base": set(),

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -24,6 +24,8 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.pq import Format
 from psycopg.types.string import TextLoader
+
+from ..ticker import ticking
 
 DECODER = "wal2json"
 DEFAULT_SLOT = "fitkart_mirror"
@@ -209,27 +211,18 @@ class WalSlot:
             except errors.QueryCanceled:
                 return  # stopped: what was read whole is confirmed by the caller, the rest read again
 
-    @contextmanager
-    def _cancelled_on(self, stop: threading.Event | None) -> Iterator[None]:
+    def _cancelled_on(self, stop: threading.Event | None) -> AbstractContextManager[None]:
         """Cancel the reader connection's query when `stop` is set while the block runs."""
         if stop is None:
-            yield
-            return
-        done = threading.Event()
+            return nullcontext()
 
-        def watch() -> None:
-            while not done.wait(STOP_CHECK_SECONDS):
-                if stop.is_set():
-                    self._reader().cancel()
-                    return
+        def watch() -> bool:
+            if stop.is_set():
+                self._reader().cancel()
+                return False
+            return True
 
-        watcher = threading.Thread(target=watch, name="fitkart-follow-stop", daemon=True)
-        watcher.start()
-        try:
-            yield
-        finally:
-            done.set()
-            watcher.join()
+        return ticking(STOP_CHECK_SECONDS, watch, "fitkart-follow-stop")
 
     def _events(self, rows: Iterator[tuple], first: tuple | None) -> Iterator[Event]:
         """The stream's rows as transactions' headers, changes and commits."""

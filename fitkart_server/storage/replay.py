@@ -11,8 +11,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,6 +24,7 @@ from ..model.entities import BY_COLLECTION
 from ..sync.engine import SyncEngine
 from ..sync.ordering import change_time
 from ..sync.write import ClientVersion, Write
+from ..ticker import ticking
 from .spool import FILE, LEASE_SECONDS, Entry, Spool
 from .store import DatabaseUnavailable, DatabaseUnreachable, Store
 
@@ -121,27 +121,16 @@ class Replayer:
                       now - self.fault.since, self.fault.error)
             self._fault_logged_at = now
 
-    @contextmanager
-    def _lease_renewed(self) -> Iterator[None]:
+    def _lease_renewed(self) -> AbstractContextManager[None]:
         """Renew the lease every third of its time while the spool drains: on a slow database one run can outlast
         it. One renewer for the whole drain, not one per run."""
-        finished = threading.Event()
+        def renew() -> bool:
+            try:
+                return self.spool.take_lease()  # False: taken, and the check after the run stops this replayer
+            except sqlite3.Error:
+                return True  # the file is busy: the next renewal tries again
 
-        def renew() -> None:
-            while not finished.wait(LEASE_SECONDS / 3):
-                try:
-                    if not self.spool.take_lease():
-                        return  # taken: the check after the run stops this replayer
-                except sqlite3.Error:
-                    pass  # the file is busy: the next renewal tries again
-
-        renewer = threading.Thread(target=renew, name="fitkart-spool-lease", daemon=True)
-        renewer.start()
-        try:
-            yield
-        finally:
-            finished.set()
-            renewer.join()
+        return ticking(LEASE_SECONDS / 3, renew, "fitkart-spool-lease")
 
     def _drain_ended(self) -> None:
         """Say the drain stopped (when the file lets us; else its progress goes stale by itself)."""
