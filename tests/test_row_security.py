@@ -185,6 +185,15 @@ def test_every_refused_write_gets_one_answer_whoever_holds_the_row(shop):
     assert shop.mongo.cart_items.count_documents({"user_id": me}) == 0
 
 
+def test_the_anon_key_is_refused_alike_whether_the_row_exists(shop):
+    """The anon key writing a user's existing cart row or an id no row has: the same 403, the same words."""
+    anon = bearer(hs256(claims_for(None, role="anon", issuer="supabase", audience=None)))
+    theirs = shop.seed("cart_items", records.cart_item())
+    answers = [shop.post("cart_items", {"id": ref, "quantity": 2}, anon) for ref in (theirs["id"], str(uuid.uuid4()))]
+    assert [answer.status_code for answer in answers] == [403, 403]
+    assert answers[0].json["message"] == answers[1].json["message"]
+
+
 @pytest.mark.parametrize("collection", OWNED)
 def test_service_role_may_do_everything(shop, collection):
     """The service role writes, reads and deletes anyone's rows."""

@@ -69,6 +69,11 @@ class OwnRows:
         query = self.read_query(caller)
         return all(stored.get(field) == value for field, value in query.items())
 
+    def check_writer(self, caller: Caller) -> None:
+        """Only signed-in users and the service role write: asked first, before anything about a stored record."""
+        if not caller.is_service:
+            self._require_user(caller)
+
     def check_write(self, caller: Caller, values: dict, stored: dict | None, database: Database) -> None:
         """Refuse an upsert of someone else's record, or one that would move it to someone else."""
         if caller.is_service:

@@ -90,9 +90,10 @@ def decide(engine: Mirror, write: Write, values: dict, current: dict | None,
            find_tombstone: Finder) -> UpsertOutcome | PlannedWrite:
     """What an upsert does to the stored record: a final answer, or the write to make."""
     entity = write.entity
+    entity.rules.check_writer(write.caller)  # an anonymous caller learns nothing of what is stored
     # Another user's record is, to this caller, not there: answered as an absent one would be, until the write
     # would create it, which the row-level rules refuse (as a unique value held by another user's row is).
-    hidden = current is not None and not entity.rules.can_read(write.caller, current)
+    hidden = current is not None and write.caller.is_user and not entity.rules.can_read(write.caller, current)
     if current is None or hidden:
         if current is None and not write.authoritative and engine.tombstones.binds(entity, values, find_tombstone,
                                                                                    write.writer):
