@@ -616,6 +616,37 @@ def test_a_stop_cancels_a_read_that_postgresql_is_still_working_on(supabase_wal_
         slot.close()
 
 
+def test_a_read_cancelled_by_anything_but_a_stop_is_an_error_and_confirms_nothing(app, runner, supabase_wal_db):
+    """A statement_timeout (or an operator's cancel) cuts the read while PostgreSQL decodes: that is an error, not
+    an empty read, so the follower never confirms past the transactions it did not read."""
+    with written_after_the_slot(app, runner, supabase_wal_db, one_transaction_of(3000)) as (engine, slot):
+        before = slot.position()[0]
+        slot._reader().execute("SET statement_timeout = 1")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            Follower(engine, slot).run(threading.Event(), once=True)
+        assert slot.position()[0] == before
+
+
+def test_a_first_copy_cut_by_the_mirror_going_away_resumes_at_the_next_start(runner, supabase_wal_db, mongo,
+                                                                              monkeypatch):
+    """The mirror's database failing during the first copy: exit 2, the slot and the copy's place kept (not
+    dropped, not taken for a lost slot), and the next start finishes the copy and ends in sync."""
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    def away(*args, **kwargs):
+        raise ServerSelectionTimeoutError("the mirror is away")
+
+    run_workload(supabase_wal_db, seed=13, transactions=20)
+    monkeypatch.setattr(follow_module, "backfill_table", away)
+    failed = follow(runner, supabase_wal_db)
+    assert failed.exit_code == 2 and "the mirror's database failed" in failed.output, failed.output
+    assert slots(supabase_wal_db) == ["fitkart_mirror"]
+    monkeypatch.undo()
+    resumed = follow(runner, supabase_wal_db)
+    assert resumed.exit_code == 0, resumed.output
+    verify(runner, supabase_wal_db)
+
+
 def one_row_transactions(count: int) -> Callable[[str], object]:
     """What commits `count` transactions of one cart row each (after one of a product)."""
     def commit(url: str) -> None:

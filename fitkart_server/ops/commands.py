@@ -31,9 +31,9 @@ def _when(moment) -> str:
 
 @click.command("stats")
 @with_appcontext
-@click.option("--database-url", envvar="SUPABASE_DB_URL", metavar="URL",
+@click.option("--database-url", metavar="URL",
               help="Also read each follower's slot from PostgreSQL now, as it stands even while the follower is "
-                   "stopped (env SUPABASE_DB_URL).")
+                   "stopped.")
 def stats_command(database_url):
     """Per collection: documents, last write and its source, writes in the last hour; each WAL follower."""
     engine = database_or_exit()

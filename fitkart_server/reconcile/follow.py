@@ -13,11 +13,12 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
+from marshmallow import ValidationError
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -27,7 +28,7 @@ from ..model.entities import BY_COLLECTION, ENTITIES, Entity
 from ..storage.store import DatabaseUnavailable
 from ..sync.engine import SyncEngine
 from ..sync.mirror import is_moved_key
-from ..sync.write import RecordRejected, Write
+from ..sync.write import DUPLICATE, RecordRejected, Write
 from .repair import as_payload, backfill_table
 from .sources import PostgresSource
 from .wal import Change, Event, Transaction, WalSetupError, WalSlot
@@ -118,8 +119,11 @@ def writes_of(engine: SyncEngine, change: Change) -> list[Write]:
         if not by_identity(change):
             selector = {"id": record["id"]} if "id" in record else {name: record[name] for name in entity.key}
             return [Write("delete", entity, selector, source="wal", route=ROUTE, changed_at=change.committed_at)]
-        return [Write("delete", entity, {"id": found}, source="wal", route=ROUTE, changed_at=change.committed_at)
-                for found in ids_by_identity(engine, entity, change.record)]
+        if not record:
+            raise WalSetupError(f"a delete from {change.table} carries no identity at all: give the table REPLICA "
+                                "IDENTITY DEFAULT (its primary key) or FULL, then run `flask fitkart repair` once")
+        return [Write("delete", entity, selector, source="wal", route=ROUTE, changed_at=change.committed_at)
+                for selector in records_by_identity(engine, entity, record)]
     moved = [Write("delete", entity, {"id": str(change.old_id)}, source="wal", route=ROUTE,
                    changed_at=change.committed_at)] if change.old_id is not None else []
     return [*moved, Write("upsert", entity, record, source="wal", route=ROUTE, authoritative=True,
@@ -133,15 +137,20 @@ def by_identity(change: Change) -> bool:
         not all(name in change.record for name in entity.key)
 
 
-def ids_by_identity(engine: SyncEngine, entity: Entity, identity: dict) -> list[str]:
-    """The Supabase ids of the mirror's records holding a delete's identity columns: those of a replica identity
+def records_by_identity(engine: SyncEngine, entity: Entity, identity: dict) -> list[dict]:
+    """Delete selectors of the mirror's records holding a delete's identity columns: those of a replica identity
     index that is neither the primary key nor the mirror's key (a unique index, so at most one; a query on those
-    columns, which FerretDB v1 answers with a scan: such deletes are rare)."""
-    if not identity:
-        return []
-    query = {name: str(value) if isinstance(value, uuid.UUID) else value for name, value in identity.items()}
-    return [document["id"] for document in engine.database[entity.collection].find(query, {"id": 1}).limit(2)
-            if document.get("id") is not None]
+    columns, which FerretDB v1 answers with a scan: such deletes are rare). The values are put in the form the
+    mirror stores (uuids as text, times to the millisecond, money in its mode); a record is named by its id, or
+    by its key when it has none."""
+    try:
+        query = engine.to_storage(entity, entity.schema.load(identity, partial=True))
+    except ValidationError:
+        return []  # values no stored record could hold
+    fields = {name: 1 for name in (*entity.key, "id")}
+    return [{"id": document["id"]} if document.get("id") is not None else
+            {name: document[name] for name in entity.key if name in document}
+            for document in engine.database[entity.collection].find(query, fields).limit(2)]
 
 
 def moved_key(engine: SyncEngine, write: Write) -> int:
@@ -152,7 +161,11 @@ def moved_key(engine: SyncEngine, write: Write) -> int:
                               changed_at=write.changed_at)
         engine.upsert_record(write.entity, write.payload, source="wal", route=ROUTE, authoritative=True,
                              changed_at=write.changed_at)
-    except RecordRejected:
+    except RecordRejected as refusal:
+        if refusal.message == DUPLICATE:  # still taken after the move (not a move, then): kept like any refusal
+            engine.record_reject(reason=refusal.message, errors={}, payload=write.payload, route=ROUTE,
+                                 collection=write.collection, operation="upsert", source="wal", caller=write.caller,
+                                 status=422)
         return 1
     return 0
 
@@ -189,7 +202,9 @@ class Follower:
         """
         self.slot.check()
         self.slot.hold()
-        had_slot = self.state.find_one({"_id": self.slot.name}, {"_id": 1}) is not None
+        saved = self.state.find_one({"_id": self.slot.name}) or {}
+        # Whether this follower has streamed from a slot (a first copy never finished has no gap to protect).
+        had_slot = saved.get("confirmed_lsn") is not None or saved.get("snapshot") in ("done", "skipped")
         if resync:
             self.slot.drop()  # a lost slot, or one an operator wants to start over from
             self.state.delete_one({"_id": self.slot.name})
@@ -207,7 +222,7 @@ class Follower:
         if created:
             self.slot.create()
             self._save({"snapshot": "pending" if snapshot else "skipped", "created_at": utc_now(),
-                        "total_changes": 0, "total_transactions": 0})
+                        "total_changes": 0, "total_transactions": 0, **({"resync": "pending"} if resync else {})})
         saved = self.state.find_one({"_id": self.slot.name}) or {}
         if saved.get("snapshot") == "pending" or (snapshot and not saved):
             def advance(_rows: int) -> None:
@@ -224,10 +239,14 @@ class Follower:
                     source.close()
             except Stopped:
                 return False
-            except BaseException:
-                if created:  # a first run that could not copy leaves no slot holding WAL for no one
-                    self.slot.drop()
-                    self.state.delete_one({"_id": self.slot.name})
+            except psycopg.Error as error:
+                if created and not isinstance(error, psycopg.OperationalError):
+                    # A first run PostgreSQL refuses (no grant, no table) leaves no slot holding WAL for no one;
+                    # one that lost a connection keeps it, and the next start resumes the copy.
+                    with contextlib.suppress(PyMongoError, DatabaseUnavailable):
+                        self.state.delete_one({"_id": self.slot.name})
+                    with contextlib.suppress(psycopg.Error):
+                        self.slot.drop()
                 raise
             self._save({"snapshot": "done", "snapshot_at": utc_now()})
         return True

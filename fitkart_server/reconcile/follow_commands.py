@@ -8,7 +8,7 @@ import time
 import click
 import psycopg
 from flask.cli import with_appcontext
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from ..clock import utc_now
 from ..model.documents import FOLLOW
@@ -22,7 +22,7 @@ from .follow import TABLES, Follower, FollowTotals
 from .sources import PostgresSource, SourceError
 from .wal import DEFAULT_SLOT, PostgresUnavailable, WalSetupError, WalSlot
 
-# What --retry waits out: either database failing or out of reach. Anything else is the set-up's (exit 2).
+# What ends a run with exit 2 (a message, never a trace); --retry waits out those that are_transient.
 FAILURES = (psycopg.Error, PostgresUnavailable, SourceError, DatabaseUnavailable, PyMongoError)
 RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
@@ -85,9 +85,11 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
                                      lag_warning_bytes=lag_warning_mb * 1024 * 1024, resync=resync)
                 break
             except FAILURES as error:
-                if not retry or stop.is_set():
+                if not retry or stop.is_set() or not is_transient(error):
                     click.echo(f"error: {failure(error)}", err=True)
                     sys.exit(ERROR)
+                if resync and resync_recorded(store, slot):
+                    resync = False  # the old slot is gone and the repair is due at the next start: not again
                 if time.monotonic() - started > RETRY_MAX_SECONDS:
                     pause = RETRY_FIRST_SECONDS  # it had been running: a new failure starts the pauses over
                 click.echo(f"warning: {failure(error)}; starting again in {pause:g} s (--retry)", err=True)
@@ -118,8 +120,10 @@ def follow_once(store: Store, database_url: str, slot: str, stop: threading.Even
         follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=lag_warning_bytes)
         if not follower.prepare(database_url, stop, snapshot=snapshot, resync=resync):
             return follower.totals
-        if resync:
+        if (engine.database[FOLLOW].find_one({"_id": slot}) or {}).get("resync") == "pending":
+            # Due since the old slot was dropped, until it is done: a resync cut short repairs at the next start.
             resynced(engine, database_url)
+            engine.database[FOLLOW].update_one({"_id": slot}, {"$unset": {"resync": ""}})
         return follower.run(stop, once=once, poll_seconds=poll_seconds)
     finally:
         wal.close()
@@ -139,6 +143,22 @@ def resynced(engine, database_url: str) -> None:
         source.close()
     done = {name: counts for name, counts in pages.done.items() if any(counts.values())}
     click.echo(f"resync: repaired {done or 'nothing'}")
+
+
+def is_transient(error: Exception) -> bool:
+    """A database restarting or out of reach, which waiting mends (not a refusal, a bad grant or a cancel)."""
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        return False  # a statement_timeout or an operator: waiting would only meet it again
+    return isinstance(error, PostgresUnavailable | SourceError | DatabaseUnavailable | ConnectionFailure
+                      | psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def resync_recorded(store: Store, slot: str) -> bool:
+    """Whether a --resync got as far as recording itself (the old slot dropped, its repair due at the next start)."""
+    try:
+        return (store.database()[FOLLOW].find_one({"_id": slot}) or {}).get("resync") == "pending"
+    except (PyMongoError, DatabaseUnavailable):
+        return False
 
 
 def failure(error: Exception) -> str:

@@ -130,9 +130,12 @@ class WalSlot:
         with only a warning in the server's log, so following them would confirm changes never applied."""
         rows = self.connection.execute(
             "SELECT c.relname, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
-            "AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "AND i.indisprimary), EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relname = ANY(%s)", [self.tables]).fetchall()
-        blind = sorted(name for name, identity, has_key in rows if identity == "n" or (identity == "d" and not has_key))
+        # DEFAULT without a primary key, or USING INDEX whose index was dropped since, logs as NOTHING does.
+        blind = sorted(name for name, identity, has_key, has_index in rows if identity == "n"
+                       or (identity == "d" and not has_key) or (identity == "i" and not has_index))
         if blind:
             fixes = " ".join(f"ALTER TABLE public.{name} REPLICA IDENTITY DEFAULT;" for name in blind)
             raise WalSetupError(
@@ -204,12 +207,11 @@ class WalSlot:
         with self._cancelled_on(stop):
             try:
                 rows, first = self._streamed(query)
-            except errors.QueryCanceled:
-                return
-            try:
                 yield from self._events(rows, first)
             except errors.QueryCanceled:
-                return  # stopped: what was read whole is confirmed by the caller, the rest read again
+                if stop is None or not stop.is_set():
+                    raise  # cancelled by something else (a statement_timeout, an operator): never a normal end
+                # Stopped: what was read whole is confirmed by the caller (it sees the stop), the rest read again.
 
     def _cancelled_on(self, stop: threading.Event | None) -> AbstractContextManager[None]:
         """Cancel the reader connection's query when `stop` is set while the block runs."""
