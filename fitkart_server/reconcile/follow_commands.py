@@ -58,8 +58,8 @@ def opened_slot(database_url: str, slot: str) -> WalSlot:
               help="Start over after the slot was lost or dropped: a new slot, a copy of the tables, and a repair "
                    "(removing what Supabase deleted meanwhile).")
 @click.option("--retry", is_flag=True,
-              help="When either database fails or cannot be reached, start again after a pause (1 s, doubling to "
-                   "60 s) instead of exiting; set-up errors still exit 2.")
+              help="When either database restarts or cannot be reached, start again after a pause (1 s, doubling "
+                   "to 60 s) instead of exiting; set-up errors and refusals still exit 2.")
 def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb, resync, retry):
     """Apply every committed change of the six tables to the mirror, in commit order, from a replication slot.
 
@@ -69,9 +69,9 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
     recorded in `sync_follow`, and only then confirmed to PostgreSQL: a follower killed anywhere
     resumes where the mirror stands, replaying rather than skipping. One follower per slot (an
     advisory lock). SIGTERM or Ctrl-C stops after the current transaction (during the copy, after the
-    current page). With --retry a database failure is waited out. Exit status: 0 stopped or done, 2 the
-    database is not set up for it (named), another follower holds the slot, or (without --retry) either
-    database failed.
+    current page). With --retry a database restarting or out of reach is waited out. Exit status: 0
+    stopped or done, 2 the database is not set up for it (named), another follower holds the slot, a
+    refusal, or (without --retry) either database failed.
     """
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
