@@ -71,6 +71,11 @@ class Config:
     # Signs the operator sign-in cookie (else a key derived from the admin token or JWT secret).
     SECRET_KEY = os.environ.get("FITKART_SECRET_KEY") or None
     FITKART_LOG_FORMAT = os.environ.get("FITKART_LOG_FORMAT", "text").strip().lower()
+    # The WAL follower's database: set, the status page reads each follower's slot from it, also while stopped.
+    SUPABASE_DB_URL = os.environ.get("SUPABASE_DB_URL") or None
+    # A slot past either is warned of (the follower's log, the status page, `stats`).
+    FITKART_LAG_WARNING_MB = _int("FITKART_LAG_WARNING_MB", 1024)
+    FITKART_LAG_WARNING_SECONDS = _int("FITKART_LAG_WARNING_SECONDS", 300)
 
     API_TITLE = "FitKart Sync"
     API_VERSION = "1.0.0"

@@ -4,8 +4,10 @@ PostgreSQL is Debian's, with Debian's wal2json, started by the tests (as Supabas
 mirror is the tests' database server. Each check ends with `flask fitkart verify` finding no drift.
 """
 
+import html
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -314,6 +316,41 @@ def test_wal_kept_for_the_slot_by_an_open_transaction_is_reported_and_warned(app
     kept = value(scrape(client), "fitkart_follow_retained_bytes", slot="fitkart_mirror")
     assert kept == pytest.approx(state["retained_bytes"], rel=1e-5)  # the text form keeps six digits
     assert f"{state['retained_bytes']:,}" in client.get("/").get_data(as_text=True)
+
+
+def test_a_stopped_followers_slot_is_read_and_warned_of_by_stats_and_the_status_page(app, runner, supabase_wal_db,
+                                                                                    caplog):
+    """The follower stopped, changes committed since, and a session idle in a transaction holding WAL back: stats and
+    the status page (SUPABASE_DB_URL set) read the slot from PostgreSQL now — the WAL kept and how old the oldest
+    change not yet applied is — and warn past FITKART_LAG_WARNING_MB and _SECONDS; the follower itself warns of
+    changes that old when it applies them, and once it has, nothing is pending."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    app.config.update(SUPABASE_DB_URL=supabase_wal_db, FITKART_LAG_WARNING_MB=1, FITKART_LAG_WARNING_SECONDS=1)
+    idle = psycopg.connect(supabase_wal_db)
+    try:
+        idle.execute("SELECT txid_current()")  # a transaction with an id, left open
+        with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+            connection.execute("CREATE TABLE filler (x text)")
+            connection.execute("INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 3000) i")
+        committed = time.time()
+        run_workload(supabase_wal_db, seed=5, transactions=3)
+        time.sleep(max(0.0, committed + 2.5 - time.time()))
+        stats = runner.invoke(args=["fitkart", "stats"]).output  # SUPABASE_DB_URL, as the environment gives it
+        page = app.test_client().get("/").get_data(as_text=True)
+    finally:
+        idle.close()
+    now = re.search(r"slot fitkart_mirror now: at \S+, [\d,]+ bytes behind, WAL kept ([\d,]+) bytes, oldest "
+                    r"unconfirmed change ([\d,]+) s old", stats)
+    assert now and int(now[1].replace(",", "")) > 2 * 1024 * 1024 and int(now[2]) >= 2, stats
+    assert "warning: slot 'fitkart_mirror' is" in stats and "PostgreSQL keeps" in stats, stats
+    assert "warning: slot 'fitkart_mirror': changes committed" in stats, stats
+    assert "oldest unconfirmed change" in page and 'id="follow-warnings"' in page, page
+    assert "changes committed" in html.unescape(page) and "PostgreSQL keeps" in page
+
+    assert follow(runner, supabase_wal_db, "--lag-warning-seconds", "2").exit_code == 0
+    assert any("changes committed" in record.getMessage() for record in caplog.records)
+    caught_up = runner.invoke(args=["fitkart", "stats"]).output
+    assert "no unconfirmed change" in caught_up and "changes committed" not in caught_up, caught_up
 
 
 def follower_process(database_uri: str, url: str, log: Path) -> subprocess.Popen:

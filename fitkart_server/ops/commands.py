@@ -4,9 +4,9 @@ import json
 import sys
 
 import click
-import psycopg
 from bson import ObjectId
 from bson.errors import InvalidId
+from flask import current_app
 from flask.cli import with_appcontext
 
 from ..clock import utc_now
@@ -14,7 +14,7 @@ from ..model.documents import REJECTS
 from ..model.entities import BY_COLLECTION
 from ..model.policy import Forbidden
 from ..reconcile.follow import follow_state
-from ..reconcile.wal import WalSetupError, WalSlot
+from ..reconcile.slotwatch import follower_warnings, read_slot
 from ..storage.commands import ERROR, database_or_exit
 from ..storage.store import get_store
 from ..sync.engine import SyncEngine
@@ -33,7 +33,7 @@ def _when(moment) -> str:
 @with_appcontext
 @click.option("--database-url", metavar="URL",
               help="Also read each follower's slot from PostgreSQL now, as it stands even while the follower is "
-                   "stopped.")
+                   "stopped [default: SUPABASE_DB_URL].")
 def stats_command(database_url):
     """Per collection: documents, last write and its source, writes in the last hour; each WAL follower."""
     engine = database_or_exit()
@@ -48,25 +48,12 @@ def stats_command(database_url):
                    f"{_when(follower.get('last_commit_at'))}, lag {follower.get('lag_bytes') or 0:,} bytes, "
                    f"{follower.get('lag_seconds') or 0} s, WAL kept {follower.get('retained_bytes') or 0:,} bytes "
                    f"(measured {_when(follower.get('measured_at'))}), {follower.get('total_changes') or 0:,} changes")
-        if database_url:
-            click.echo(f"  slot {follower['_id']} now: {live_slot(database_url, follower['_id'])}")
-
-
-def live_slot(database_url: str, slot: str) -> str:
-    """A slot as PostgreSQL sees it now: the WAL after its confirmed position and the WAL kept for it."""
-    try:
-        wal = WalSlot(database_url, [], slot)
-    except WalSetupError as error:
-        return f"unknown ({error})"
-    try:
-        position, behind, kept = wal.measure()
-    except psycopg.Error as error:
-        return f"unknown (PostgreSQL failed: {error.__class__.__name__})"
-    finally:
-        wal.close()
-    if position is None:
-        return "no such slot in PostgreSQL"
-    return f"at {position}, {behind:,} bytes behind, WAL kept {kept:,} bytes"
+        url = database_url or current_app.config.get("SUPABASE_DB_URL")
+        reading = read_slot(url, follower["_id"]) if url else None
+        if reading is not None:
+            click.echo(f"  slot {follower['_id']} now: {reading.summary()}")
+        for warning in follower_warnings(follower, reading, current_app.config):
+            click.echo(f"  warning: {warning}")
 
 
 def _money(engine: SyncEngine) -> str:

@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from ..clock import utc_now
 from ..model.documents import REJECTS
 from ..reconcile.follow import follow_state
+from ..reconcile.slotwatch import SlotWatch, follower_warnings
 from ..storage.store import DatabaseUnavailable, get_store
 from ..version import __version__
 from ..web.auth import request_is_https
@@ -81,6 +82,7 @@ def status_page():
         context.update(up=True, database_version=database.client.server_info().get("version"),
                        collections=collection_stats(database, now), rejects=latest_rejects(database),
                        verify=latest_run(database, "verify"), followers=follow_state(database))
+        context.update(_slots_now(context["followers"]))
     except (DatabaseUnavailable, PyMongoError) as error:
         context.update(up=False, reason=str(error))
     # After the database was used: that is when FITKART_DECIMAL_MODE and FITKART_WRITE_PLAN=auto are resolved.
@@ -88,6 +90,16 @@ def status_page():
                    money_problem=store.money_problem, spool=spool_state(),
                    write_plan=store.chosen_write_plan, write_plan_reason=store.write_plan_reason)
     return _page("status/index.html", **context)
+
+
+def _slots_now(followers: list[dict]) -> dict:
+    """Each follower's slot as PostgreSQL sees it (when SUPABASE_DB_URL is set), and what is past the thresholds."""
+    url = current_app.config.get("SUPABASE_DB_URL")
+    watch = current_app.extensions.setdefault("fitkart_slot_watch", SlotWatch(url)) if url else None
+    slots = {follower["_id"]: watch.reading(follower["_id"]) for follower in followers} if watch else {}
+    warnings = [warning for follower in followers
+                for warning in follower_warnings(follower, slots.get(follower["_id"]), current_app.config)]
+    return {"slots": slots, "slot_warnings": warnings, "slots_read": watch is not None}
 
 
 @bp.get("/status/rejects/<reject_id>")

@@ -180,11 +180,12 @@ class Follower:
     """Applies the slot's transactions to the mirror and keeps its position and lag in `sync_follow`."""
 
     def __init__(self, engine: SyncEngine, slot: WalSlot, *, max_changes: int = 1000,
-                 lag_warning_bytes: int = 1 << 30) -> None:
+                 lag_warning_bytes: int = 1 << 30, lag_warning_seconds: float = 300.0) -> None:
         self.engine = engine
         self.slot = slot
         self.max_changes = max_changes
         self.lag_warning_bytes = lag_warning_bytes
+        self.lag_warning_seconds = lag_warning_seconds
         self.state = engine.database[FOLLOW]
         self.totals = FollowTotals()
         self._measured_at = time.monotonic()
@@ -338,13 +339,12 @@ class Follower:
         self.totals.retained_bytes = retained_bytes
         self._save({"lag_bytes": lag_bytes, "lag_seconds": round(seconds, 3), "retained_bytes": retained_bytes,
                     "measured_at": utc_now()})
-        if max(lag_bytes, retained_bytes) > self.lag_warning_bytes:
-            message = (f"slot {self.slot.name!r} is {lag_bytes:,} bytes behind and PostgreSQL keeps "
-                       f"{retained_bytes:,} bytes of WAL for it (an open transaction that began before the "
-                       "follower's position holds it back too): that WAL stays until the follower gets past it "
-                       "(drop an abandoned slot with `flask fitkart drop-slot`)")
+        warnings = slot_warnings(self.slot.name, lag_bytes=lag_bytes, retained_bytes=retained_bytes,
+                                 pending_seconds=seconds, max_bytes=self.lag_warning_bytes,
+                                 max_seconds=self.lag_warning_seconds)
+        for message in warnings:
             log.warning(message)
-            self.totals.lag_warnings += 1
+        self.totals.lag_warnings += bool(warnings)
 
     def _save(self, fields: dict, increments: dict | None = None) -> None:
         """Update this slot's document in `sync_follow` (one per slot)."""
@@ -352,6 +352,21 @@ class Follower:
                               {"$set": {**fields, "source": self.slot.description}, **(
                                   {"$inc": {f"total_{name}": value for name, value in increments.items()}}
                                   if increments else {})}, upsert=True)
+
+
+def slot_warnings(slot: str, *, lag_bytes: int, retained_bytes: int, pending_seconds: float, max_bytes: int,
+                  max_seconds: float) -> list[str]:
+    """What is past the warning thresholds (FITKART_LAG_WARNING_MB, FITKART_LAG_WARNING_SECONDS), one line each."""
+    warnings = []
+    if max(lag_bytes, retained_bytes) > max_bytes:
+        warnings.append(f"slot {slot!r} is {lag_bytes:,} bytes behind and PostgreSQL keeps {retained_bytes:,} bytes "
+                        "of WAL for it (an open transaction that began before the follower's position holds it back "
+                        "too): that WAL stays until the follower gets past it (drop an abandoned slot with "
+                        "`flask fitkart drop-slot`)")
+    if pending_seconds > max_seconds:
+        warnings.append(f"slot {slot!r}: changes committed {pending_seconds:,.0f} s ago are not yet in the mirror (a "
+                        "follower stopped, or not keeping up: `flask fitkart follow`)")
+    return warnings
 
 
 def follow_state(database: Database) -> list[dict]:

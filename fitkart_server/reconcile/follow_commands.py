@@ -7,6 +7,7 @@ import time
 
 import click
 import psycopg
+from flask import current_app
 from flask.cli import with_appcontext
 from pymongo.errors import ConnectionFailure, PyMongoError
 
@@ -52,15 +53,18 @@ def opened_slot(database_url: str, slot: str) -> WalSlot:
 @click.option("--poll-seconds", default=1.0, show_default=True, help="Pause when the log has nothing new.")
 @click.option("--max-changes", default=1000, show_default=True,
               help="Changes read per batch (whole transactions, so a large one comes whole).")
-@click.option("--lag-warning-mb", default=1024, show_default=True,
-              help="Warn when PostgreSQL keeps more WAL than this for the slot.")
+@click.option("--lag-warning-mb", type=int, help="Warn when PostgreSQL keeps more WAL than this for the slot "
+              "[default: FITKART_LAG_WARNING_MB, 1024].")
+@click.option("--lag-warning-seconds", type=int, help="Warn when the changes being applied were committed longer "
+              "ago than this [default: FITKART_LAG_WARNING_SECONDS, 300].")
 @click.option("--resync", is_flag=True,
               help="Start over after the slot was lost or dropped: a new slot, a copy of the tables, and a repair "
                    "(removing what Supabase deleted meanwhile).")
 @click.option("--retry", is_flag=True,
               help="When either database restarts or cannot be reached, start again after a pause (1 s, doubling "
                    "to 60 s) instead of exiting; set-up errors and refusals still exit 2.")
-def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb, resync, retry):
+def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_changes, lag_warning_mb,
+                   lag_warning_seconds, resync, retry):
     """Apply every committed change of the six tables to the mirror, in commit order, from a replication slot.
 
     Creates the slot (wal2json) on first use and copies the tables from a snapshot taken after it,
@@ -76,13 +80,16 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
     pause, store = RETRY_FIRST_SECONDS, job_store()
+    config = current_app.config
+    warn_at = (config["FITKART_LAG_WARNING_MB"] if lag_warning_mb is None else lag_warning_mb) * 1024 * 1024, (
+        config["FITKART_LAG_WARNING_SECONDS"] if lag_warning_seconds is None else lag_warning_seconds)
     try:
         while True:
             started = time.monotonic()
             try:
                 totals = follow_once(store, database_url, slot, stop, once=once, snapshot=not no_snapshot,
                                      poll_seconds=poll_seconds, max_changes=max_changes,
-                                     lag_warning_bytes=lag_warning_mb * 1024 * 1024, resync=resync)
+                                     warn_at=warn_at, resync=resync)
                 break
             except FAILURES as error:
                 if not retry or stop.is_set() or not is_transient(error):
@@ -108,7 +115,8 @@ def follow_command(database_url, slot, once, no_snapshot, poll_seconds, max_chan
 
 
 def follow_once(store: Store, database_url: str, slot: str, stop: threading.Event, *, once: bool, snapshot: bool,
-                poll_seconds: float, max_changes: int, lag_warning_bytes: int, resync: bool = False) -> FollowTotals:
+                poll_seconds: float, max_changes: int, warn_at: tuple[int, float],
+                resync: bool = False) -> FollowTotals:
     """One run of the follower, until `stop` (or, with `once`, until the log is drained); raises what ended it.
 
     With `resync`, the new slot's copy is followed by a repair before streaming: the copy adds and
@@ -117,7 +125,8 @@ def follow_once(store: Store, database_url: str, slot: str, stop: threading.Even
     engine = store.engine()
     wal = WalSlot(database_url, TABLES, slot)
     try:
-        follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=lag_warning_bytes)
+        follower = Follower(engine, wal, max_changes=max_changes, lag_warning_bytes=warn_at[0],
+                            lag_warning_seconds=warn_at[1])
         if not follower.prepare(database_url, stop, snapshot=snapshot, resync=resync):
             return follower.totals
         if (engine.database[FOLLOW].find_one({"_id": slot}) or {}).get("resync") == "pending":

@@ -88,9 +88,9 @@ Event = Transaction | Change | Commit
 class WalSlot:
     """A named logical replication slot on the Supabase database, and what it holds for `tables`."""
 
-    def __init__(self, url: str, tables: list[str], name: str = DEFAULT_SLOT) -> None:
+    def __init__(self, url: str, tables: list[str], name: str = DEFAULT_SLOT, connect_timeout: int = 10) -> None:
         try:
-            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
         except psycopg.Error as error:
             raise PostgresUnavailable(f"cannot connect to PostgreSQL: {error}") from None
         self.url = url
@@ -325,6 +325,28 @@ class WalSlot:
             "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
             "FROM pg_replication_slots WHERE slot_name = %s", [self.name]).fetchone()
         return (row[0], int(row[1] or 0), int(row[2] or 0)) if row else (None, 0, 0)
+
+    def standing(self) -> tuple[bool, str | None]:
+        """Whether a session is reading the slot now (a running follower, mostly), and PostgreSQL's `wal_status`
+        for it (`lost`: WAL it needed is gone); (False, None) when there is no such slot."""
+        row = self.connection.execute("SELECT active, wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                                      [self.name]).fetchone()
+        return (bool(row[0]), row[1]) if row else (False, None)
+
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest change of the mirrored tables after the slot's position was committed; None: none.
+
+        A peek for one change, without consuming: PostgreSQL decodes from the slot to that change's
+        transaction and no further (the caller bounds it with a statement_timeout). Other tables' traffic
+        is skipped: the follower confirms past it without applying anything.
+        """
+        tables = ",".join(f"public.{table}" for table in self.tables)
+        query = sql.SQL("SELECT data FROM pg_logical_slot_peek_changes({}, NULL, 1, {}) LIMIT 1").format(
+            sql.Literal(self.name), sql.SQL(", ").join(sql.Literal(value) for value in (
+                "format-version", "2", "include-transaction", "false", "include-timestamp", "true",
+                "add-tables", tables)))
+        row = self.connection.execute(query).fetchone()
+        return self._moment(json.loads(row[0]).get("timestamp")) if row else None
 
     def close(self) -> None:
         """Disconnect (the slot stays)."""
