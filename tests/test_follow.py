@@ -23,6 +23,7 @@ from pymongo import monitoring
 
 from fitkart_server.model.documents import FOLLOW
 from fitkart_server.reconcile import follow as follow_module
+from fitkart_server.reconcile import repair as repair_module
 from fitkart_server.reconcile.follow import Follower, apply_transaction
 from fitkart_server.reconcile.follow_commands import TABLES
 from fitkart_server.reconcile.wal import WalSlot
@@ -234,6 +235,41 @@ def test_a_slot_that_disappeared_is_refused_and_mended_by_resync(runner, supabas
     resynced = follow(runner, supabase_wal_db, "--resync")
     assert resynced.exit_code == 0, resynced.output
     assert mongo.wishlist_items.count_documents({}) == 0
+    verify(runner, supabase_wal_db)
+
+
+def test_a_sigterm_during_the_resyncs_repair_stops_it_and_the_next_start_repairs(runner, supabase_wal_db, mongo,
+                                                                                  monkeypatch):
+    """SIGTERM while `--resync` repairs (at its first drifting record): the follower stops there (it used to finish
+    the whole repair first), the repair stays due, and the next start does it."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    run_workload(supabase_wal_db, seed=13, transactions=30)
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot('fitkart_mirror')")
+        connection.execute("DELETE FROM wishlist_items")
+        connection.execute("DELETE FROM cart_items")
+    deleted = mongo.wishlist_items.count_documents({}) + mongo.cart_items.count_documents({})
+    assert deleted >= 2
+    decided = []
+    original = repair_module.RepairPages.add
+
+    def add_then_sigterm(pages, entity, drift):
+        decided.append(drift)
+        if len(decided) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the follower's handler sets its stop
+        return original(pages, entity, drift)
+
+    monkeypatch.setattr(repair_module.RepairPages, "add", add_then_sigterm)
+    stopped = follow(runner, supabase_wal_db, "--resync")
+    assert stopped.exit_code == 0 and "stopped during the repair" in stopped.output, stopped.output
+    assert len(decided) == 1
+    assert mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})["resync"] == "pending"
+    assert mongo.wishlist_items.count_documents({}) + mongo.cart_items.count_documents({}) >= deleted - 1
+    monkeypatch.undo()
+    again = follow(runner, supabase_wal_db)
+    assert again.exit_code == 0 and "resync: repaired" in again.output, again.output
+    assert "resync" not in mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
     verify(runner, supabase_wal_db)
 
 

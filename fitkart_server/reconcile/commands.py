@@ -2,6 +2,7 @@
 
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -86,16 +87,27 @@ def errors_exit() -> Iterator[None]:
         sys.exit(ERROR)
 
 
-def compare_all(engine, source: Source, entities: list[Entity], on_drift=None) -> dict[str, compare.TableReport]:
-    """Compare each table, calling `on_drift` for every drifting record."""
+def compare_all(engine, source: Source, entities: list[Entity], on_drift=None,
+                stop: threading.Event | None = None) -> dict[str, compare.TableReport]:
+    """Compare each table, calling `on_drift` for every drifting record; `stop` set ends it (repair.Stopped) at the
+    next page or drift."""
+    def stopped() -> None:
+        if stop is not None and stop.is_set():
+            raise repair.Stopped
+
     reports = {}
     for entity in entities:
         report = compare.TableReport(entity.collection)
-        with progress(entity.collection, source.count(entity.collection)) as advance:
+        with progress(entity.collection, source.count(entity.collection)) as shown:
+            def advance(rows: int, shown=shown) -> None:
+                stopped()
+                shown(rows)
+
             for drift in compare.compare_table(entity, source, engine.database, report, advance):
                 report.add(drift)
                 if on_drift:
                     on_drift(entity, drift)
+                stopped()
         reports[entity.collection] = report
     return reports
 

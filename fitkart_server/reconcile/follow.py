@@ -29,7 +29,7 @@ from ..storage.store import DatabaseUnavailable
 from ..sync.engine import SyncEngine
 from ..sync.mirror import is_moved_key
 from ..sync.write import DUPLICATE, RecordRejected, Write
-from .repair import as_payload, backfill_table
+from .repair import Stopped, as_payload, backfill_table
 from .sources import PostgresSource
 from .wal import Change, Event, Transaction, WalSetupError, WalSlot
 
@@ -50,10 +50,6 @@ class FollowTotals:
     lag_seconds: float = 0.0
     retained_bytes: int = 0  # WAL PostgreSQL keeps for the slot (from its restart position)
     lag_warnings: int = 0  # batches that found the slot past the warning threshold (each logged)
-
-
-class Stopped(Exception):
-    """SIGTERM during the first copy: it resumes where it was on the next start."""
 
 
 # A record written by others at the same moment, again and again: worth trying again before giving up the batch.

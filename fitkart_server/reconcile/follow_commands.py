@@ -131,27 +131,34 @@ def follow_once(store: Store, database_url: str, slot: str, stop: threading.Even
             return follower.totals
         if (engine.database[FOLLOW].find_one({"_id": slot}) or {}).get("resync") == "pending":
             # Due since the old slot was dropped, until it is done: a resync cut short repairs at the next start.
-            resynced(engine, database_url)
+            if not resynced(engine, database_url, stop):
+                return follower.totals
             engine.database[FOLLOW].update_one({"_id": slot}, {"$unset": {"resync": ""}})
         return follower.run(stop, once=once, poll_seconds=poll_seconds)
     finally:
         wal.close()
 
 
-def resynced(engine, database_url: str) -> None:
-    """Repair the mirror against Supabase now (what `flask fitkart repair` does), and say what it did."""
+def resynced(engine, database_url: str, stop: threading.Event) -> bool:
+    """Repair the mirror against Supabase now (what `flask fitkart repair` does), and say what it did; False: stopped
+    (SIGTERM) before the end, to run again at the next start."""
     pages = repair.RepairPages(engine)
     source = PostgresSource(database_url)
     try:
         started = utc_now()
-        compare_all(engine, source, ENTITIES, pages.add)
+        compare_all(engine, source, ENTITIES, pages.add, stop=stop)
         pages.flush()
         repair.record_run(engine.database, "repair", source, started, pages.done,
                           "partial" if pages.refused_count else "repaired")
+    except repair.Stopped:
+        pages.flush()  # what was decided is written: the next start's repair finds less to do
+        click.echo("resync: stopped during the repair; it runs again at the next start")
+        return False
     finally:
         source.close()
     done = {name: counts for name, counts in pages.done.items() if any(counts.values())}
     click.echo(f"resync: repaired {done or 'nothing'}")
+    return True
 
 
 def is_transient(error: Exception) -> bool:
