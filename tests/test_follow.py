@@ -219,16 +219,22 @@ def test_a_first_run_whose_copy_fails_drops_the_slot_it_made(runner, supabase_wa
     verify(runner, supabase_wal_db)
 
 
+def slot_dropped_then_deleted(runner, url: str, *tables: str) -> None:
+    """A workload followed, then the follower's slot dropped behind its back and `tables` emptied in the gap."""
+    assert follow(runner, url).exit_code == 0
+    run_workload(url, seed=12, transactions=40)
+    assert follow(runner, url).exit_code == 0
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT pg_drop_replication_slot('fitkart_mirror')")
+        for table in tables:
+            connection.execute(f"DELETE FROM {table}")
+
+
 def test_a_slot_that_disappeared_is_refused_and_mended_by_resync(runner, supabase_wal_db, mongo):
     """The follower's slot dropped behind its back while rows were deleted: the next start refuses (exit 2) naming
     `--resync` instead of quietly making a new slot and copying (which kept the deleted rows in the mirror);
     `follow --resync` makes a new slot, copies and repairs, and verify finds no drift."""
-    assert follow(runner, supabase_wal_db).exit_code == 0
-    run_workload(supabase_wal_db, seed=12, transactions=40)
-    assert follow(runner, supabase_wal_db).exit_code == 0
-    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
-        connection.execute("SELECT pg_drop_replication_slot('fitkart_mirror')")
-        connection.execute("DELETE FROM wishlist_items")
+    slot_dropped_then_deleted(runner, supabase_wal_db, "wishlist_items")
     refused = follow(runner, supabase_wal_db)
     assert refused.exit_code == 2 and "is gone" in refused.output and "--resync" in refused.output, refused.output
     assert slots(supabase_wal_db) == []
@@ -242,13 +248,7 @@ def test_a_sigterm_during_the_resyncs_repair_stops_it_and_the_next_start_repairs
                                                                                   monkeypatch):
     """SIGTERM while `--resync` repairs (at its first drifting record): the follower stops there (it used to finish
     the whole repair first), the repair stays due, and the next start does it."""
-    assert follow(runner, supabase_wal_db).exit_code == 0
-    run_workload(supabase_wal_db, seed=13, transactions=30)
-    assert follow(runner, supabase_wal_db).exit_code == 0
-    with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
-        connection.execute("SELECT pg_drop_replication_slot('fitkart_mirror')")
-        connection.execute("DELETE FROM wishlist_items")
-        connection.execute("DELETE FROM cart_items")
+    slot_dropped_then_deleted(runner, supabase_wal_db, "wishlist_items", "cart_items")
     deleted = mongo.wishlist_items.count_documents({}) + mongo.cart_items.count_documents({})
     assert deleted >= 2
     decided = []
@@ -327,21 +327,29 @@ def test_lag_is_shown_by_stats_metrics_and_the_status_page(app, runner, supabase
     assert 'data-slot="fitkart_mirror"' in page and f"{state['lag_bytes']:,}" in page
 
 
+@contextmanager
+def wal_held_back(url: str) -> Iterator[None]:
+    """A session idle in a transaction (with an id) while 3 MB of WAL are written: PostgreSQL keeps that WAL for every
+    slot until the transaction ends (when the block does)."""
+    idle = psycopg.connect(url)
+    try:
+        idle.execute("SELECT txid_current()")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("CREATE TABLE filler (x text)")
+            connection.execute("INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 3000) i")
+        yield
+    finally:
+        idle.close()
+
+
 def test_wal_kept_for_the_slot_by_an_open_transaction_is_reported_and_warned(app, runner, supabase_wal_db, mongo,
                                                                             caplog):
     """A session idle in a transaction while 3 MB of WAL are written: the follower is caught up (lag near 0), but
     PostgreSQL keeps that WAL for its slot; the follower measures what is kept, warns past --lag-warning-mb, and
     stats, /metrics and the status page show it."""
     assert follow(runner, supabase_wal_db).exit_code == 0
-    idle = psycopg.connect(supabase_wal_db)
-    try:
-        idle.execute("SELECT txid_current()")  # a transaction with an id, left open
-        with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
-            connection.execute("CREATE TABLE filler (x text)")
-            connection.execute("INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 3000) i")
+    with wal_held_back(supabase_wal_db):
         assert follow(runner, supabase_wal_db, "--lag-warning-mb", "1").exit_code == 0
-    finally:
-        idle.close()
     state = mongo[FOLLOW].find_one({"_id": "fitkart_mirror"})
     assert state["retained_bytes"] > 2 * 1024 * 1024 > state["lag_bytes"], state
     assert any("keeps" in record.getMessage() and "WAL" in record.getMessage() for record in caplog.records)
@@ -362,19 +370,12 @@ def test_a_stopped_followers_slot_is_read_and_warned_of_by_stats_and_the_status_
     changes that old when it applies them, and once it has, nothing is pending."""
     assert follow(runner, supabase_wal_db).exit_code == 0
     app.config.update(SUPABASE_DB_URL=supabase_wal_db, FITKART_LAG_WARNING_MB=1, FITKART_LAG_WARNING_SECONDS=1)
-    idle = psycopg.connect(supabase_wal_db)
-    try:
-        idle.execute("SELECT txid_current()")  # a transaction with an id, left open
-        with psycopg.connect(supabase_wal_db, autocommit=True) as connection:
-            connection.execute("CREATE TABLE filler (x text)")
-            connection.execute("INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 3000) i")
+    with wal_held_back(supabase_wal_db):
         committed = time.time()
         run_workload(supabase_wal_db, seed=5, transactions=3)
         time.sleep(max(0.0, committed + 2.5 - time.time()))
         stats = runner.invoke(args=["fitkart", "stats"]).output  # SUPABASE_DB_URL, as the environment gives it
         page = app.test_client().get("/").get_data(as_text=True)
-    finally:
-        idle.close()
     now = re.search(r"slot fitkart_mirror now: at \S+, [\d,]+ bytes behind, WAL kept ([\d,]+) bytes, oldest "
                     r"unconfirmed change ([\d,]+) s old", stats)
     assert now and int(now[1].replace(",", "")) > 2 * 1024 * 1024 and int(now[2]) >= 2, stats
