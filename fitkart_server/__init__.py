@@ -40,7 +40,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Tokens travel in the Authorization header, never in cookies: no credentialed CORS. The health checks share
     # the API's origins, so that a page of the shop can read whether the server is up before it syncs.
     allowed = {"origins": app.config["FITKART_CORS_ORIGINS"]}
-    CORS(app, resources={r"/api/*": allowed, "/healthz": allowed, "/readyz": allowed}, supports_credentials=False)
+    # A page may read the server's mark (its own refusals), Retry-After (429, 503) and the request id.
+    CORS(app, resources={r"/api/*": allowed, "/healthz": allowed, "/readyz": allowed}, supports_credentials=False,
+         expose_headers=[errors.SERVER_HEADER, "Retry-After", requestlog.REQUEST_ID_HEADER])
     api = Api(app)
     errors.init_app(app, api)
     store.init_app(app)

@@ -159,3 +159,35 @@ def test_a_batch_past_what_the_callers_batches_in_flight_may_hold_is_429_and_doe
         assert (busy.status_code, busy.headers["Retry-After"], busy.json["code"]) == (429, "1", 429)
         assert mongo.cart_items.count_documents({}) == 1
     assert client.post("/api/sync/batch", json=batch).json["results"][0]["result"] == "unchanged"
+
+
+def test_each_result_echoes_its_operations_ref_whatever_its_outcome(client, mongo):
+    """An operation's `ref` comes back in its result, applied or refused, so a caller matches results by it; a ref
+    that is not a short string refuses its operation alone."""
+    row = cart_item()
+    operations = [{"op": "upsert", "collection": "cart_items", "record": row, "ref": "a"},
+                  {"op": "upsert", "collection": "cart_items", "record": {"id": new_id()}, "ref": "b"},
+                  {"op": "delete", "collection": "cart_items", "record": {"id": row["id"]}, "ref": "c"},
+                  {"op": "upsert", "collection": "cart_items", "record": cart_item()},
+                  {"op": "upsert", "collection": "cart_items", "record": cart_item(), "ref": "x" * 65}]
+    results = client.post("/api/sync/batch", json={"operations": operations}).json["results"]
+    assert [result.get("ref") for result in results] == ["a", "b", "c", None, None]
+    assert results[0]["result"] == "created" and results[1]["error"]["code"] == 422 and results[2] == {
+        "deleted": 1, "ref": "c"}
+    assert "ref" in results[4]["error"]["errors"]["json"]
+
+
+def test_every_answer_carries_the_servers_mark_which_a_page_may_read(app, client):
+    """FitKart-Sync is on the server's own answers (a 200, a 404, a 413 for a body past the limit, which names
+    the limit), and a page of an allowed origin may read it and Retry-After."""
+    origin = app.config["FITKART_CORS_ORIGINS"][0]
+    answers = [client.post("/api/sync/batch", json={"operations": []}, headers={"Origin": origin}),
+               client.get("/api/sync/nothing", headers={"Origin": origin}),
+               client.post("/api/sync/batch", data="x" * (app.config["MAX_CONTENT_LENGTH"] + 1),
+                           content_type="application/json", headers={"Origin": origin})]
+    assert [answer.status_code for answer in answers] == [200, 404, 413]
+    for answer in answers:
+        assert answer.headers["FitKart-Sync"], answer.headers
+        exposed = {name.strip().lower() for name in answer.headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"fitkart-sync", "retry-after"} <= exposed
+    assert answers[2].json["errors"] == {"max_bytes": app.config["MAX_CONTENT_LENGTH"]}

@@ -48,6 +48,15 @@ class ClientVersionSchema(Schema):
                          metadata={"description": "Its place in the client's outbox."})
 
 
+MAX_REF_LENGTH = 64
+
+
+def ref_of(operation) -> str | None:
+    """The operation's `ref` when it is one a result may echo (a string of at most MAX_REF_LENGTH characters)."""
+    ref = operation.get("ref") if isinstance(operation, dict) else None
+    return ref if isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH else None
+
+
 class OperationSchema(Schema):
     """One operation of a batch (it both validates each operation and documents it in the API)."""
 
@@ -57,6 +66,9 @@ class OperationSchema(Schema):
     record = fields.Dict(required=True, error_messages={"required": _NOT_AN_OBJECT, "null": _NOT_AN_OBJECT,
                                                         "invalid": _NOT_AN_OBJECT}, metadata={
         "description": "upsert: the record; delete: its key fields, its id, or user_id to clear."})
+    ref = fields.String(validate=validate.Length(max=MAX_REF_LENGTH), metadata={
+        "description": f"The caller's name for this operation (at most {MAX_REF_LENGTH} characters), echoed in its "
+                       "result: results are matched by it, whatever order a proxy puts them in."})
     version = fields.Nested(ClientVersionSchema, metadata={
         "description": "The client's order of its changes to this record: an older one than the record last "
                        "took is answered `stale` (docs/api.md, \"Order\")."})

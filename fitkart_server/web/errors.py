@@ -1,19 +1,23 @@
 """One JSON error shape for the whole API: flask-smorest's `{code, status, message, errors}`."""
 
-from flask import Flask
+from flask import Flask, Response, current_app
 from flask_smorest import Api
 from pymongo.errors import ConnectionFailure, OperationFailure
 from werkzeug.exceptions import Forbidden as ForbiddenError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable, UnprocessableEntity
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, ServiceUnavailable, UnprocessableEntity
 
 from ..model.policy import Forbidden
 from ..storage.spool import SpoolFull
 from ..storage.store import DatabaseUnavailable, is_refused_login, unavailable
 from ..sync.write import RecordRejected
+from ..version import __version__
 from .ratelimit import past_limit
 from .tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS = 2
+# On every answer of this server: a client tells its own refusals (the data's fault) from a gateway's, which
+# cannot carry it by accident. Exposed to browsers with Retry-After (see create_app's CORS).
+SERVER_HEADER = "FitKart-Sync"
 
 
 def as_http_error(error: Exception) -> HTTPException:
@@ -66,7 +70,15 @@ def init_app(app: Flask, api: Api) -> None:
             invalid = [name for place, name in places.items() if place in data.get("messages", {})]
             message = f"Invalid {' and '.join(invalid)}." if invalid else error.description
             error.data = {**data, "message": message}
+        if isinstance(error, RequestEntityTooLarge) and "errors" not in error.data:
+            # The limit it passed: a client sets a change aside for its size only when it is larger than this.
+            error.data = {**error.data, "errors": {"max_bytes": current_app.config["MAX_CONTENT_LENGTH"]}}
         return api.handle_http_exception(error)
+
+    @app.after_request
+    def mark(response: Response) -> Response:
+        response.headers[SERVER_HEADER] = __version__
+        return response
 
     def handle_refused_login(error: OperationFailure):
         if not is_refused_login(error):

@@ -11,7 +11,7 @@ from werkzeug.exceptions import BadRequest
 
 from ...bounds import MAX_ECHO_BYTES
 from ...model.entities import BY_COLLECTION
-from ...sync.batch import OperationSchema
+from ...sync.batch import OperationSchema, ref_of
 from ...sync.write import OPERATIONS
 from .. import writes
 from ..auth import current_caller
@@ -39,6 +39,7 @@ class BatchResultSchema(Schema):
     """One result per operation, in input order."""
 
     results = fields.List(fields.Dict(), required=True, metadata={"description": (
+        'Each with the operation\'s `ref` when it sent one. '
         '`{"result": R, "record": {...}}` for an upsert, `{"deleted": n}` for a delete, '
         '`{"error": {code, status, message, errors}}` for an operation that was refused (400 for a record nested '
         f'deeper than {MAX_JSON_DEPTH} levels, 422 for an invalid one, 403 for another user\'s). Records are '
@@ -93,8 +94,12 @@ class Batch(MethodView):
         applied = iter(writes.write_batch([operation for index, operation in enumerate(operations)
                                            if index not in too_deep], route=request.path))
         answers = [too_deep[index] if index in too_deep else next(applied) for index in range(len(operations))]
-        return jsonify(results=within_echo_budget(
-            [{"error": error_body(answer)} if isinstance(answer, Exception) else answer for answer in answers]))
+        results = [{"error": error_body(answer)} if isinstance(answer, Exception) else dict(answer)
+                   for answer in answers]
+        for operation, result in zip(operations, results, strict=True):
+            if (ref := ref_of(operation)) is not None:
+                result["ref"] = ref  # refused or not: the caller matches each result to its operation by it
+        return jsonify(results=within_echo_budget(results))
 
 
 def depth_refusal(operation) -> BadRequest | None:
