@@ -390,6 +390,27 @@ def test_a_stopped_followers_slot_is_read_and_warned_of_by_stats_and_the_status_
     assert "no unconfirmed change" in caught_up and "changes committed" not in caught_up, caught_up
 
 
+def test_a_running_followers_slot_is_not_peeked_and_its_own_lag_is_warned_of(app, runner, supabase_wal_db, mongo):
+    """While a follower runs on a slot (it holds the slot's lock; between its reads the slot is not `active`), stats
+    and the status page do not peek at it — that would hold up its reads — and warn from the lag it measured; the
+    status page reads at most one slot per request."""
+    assert follow(runner, supabase_wal_db).exit_code == 0
+    assert follow(runner, supabase_wal_db, "--slot", "second").exit_code == 0
+    app.config.update(SUPABASE_DB_URL=supabase_wal_db, FITKART_LAG_WARNING_SECONDS=300)
+    run_workload(supabase_wal_db, seed=6, transactions=2)  # a pending change: a peek would find its age
+    mongo[FOLLOW].update_one({"_id": "fitkart_mirror"}, {"$set": {"lag_seconds": 1800.0}})
+    with psycopg.connect(supabase_wal_db, autocommit=True) as running:
+        running.execute("SELECT pg_advisory_lock(hashtext('fitkart follow fitkart_mirror'))")  # as `hold` takes it
+        stats = runner.invoke(args=["fitkart", "stats"]).output
+        client = app.test_client()
+        first, second = (client.get("/").get_data(as_text=True) for _ in range(2))
+    assert "slot fitkart_mirror now: at " in stats and "a follower is running on the slot" in stats, stats
+    assert "warning: slot 'fitkart_mirror': changes committed 1,800 s ago" in stats, stats
+    assert "slot second now: at " in stats and "oldest unconfirmed change" in stats
+    assert first.count("not read yet") == 1 and second.count("not read yet") == 0  # one slot read per request
+    assert "a follower is running on the slot" in html.unescape(second)
+
+
 def follower_process(database_uri: str, url: str, log: Path) -> subprocess.Popen:
     """The follower as its own process, polling often, its output appended to `log`."""
     with open(log, "ab") as output:

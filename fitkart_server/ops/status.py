@@ -96,7 +96,7 @@ def _slots_now(followers: list[dict]) -> dict:
     """Each follower's slot as PostgreSQL sees it (when SUPABASE_DB_URL is set), and what is past the thresholds."""
     url = current_app.config.get("SUPABASE_DB_URL")
     watch = current_app.extensions.setdefault("fitkart_slot_watch", SlotWatch(url)) if url else None
-    slots = {follower["_id"]: watch.reading(follower["_id"]) for follower in followers} if watch else {}
+    slots = watch.readings([follower["_id"] for follower in followers]) if watch else {}
     warnings = [warning for follower in followers
                 for warning in follower_warnings(follower, slots.get(follower["_id"]), current_app.config)]
     return {"slots": slots, "slot_warnings": warnings, "slots_read": watch is not None}

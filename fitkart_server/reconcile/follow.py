@@ -360,8 +360,8 @@ def slot_warnings(slot: str, *, lag_bytes: int, retained_bytes: int, pending_sec
                         "too): that WAL stays until the follower gets past it (drop an abandoned slot with "
                         "`flask fitkart drop-slot`)")
     if pending_seconds > max_seconds:
-        warnings.append(f"slot {slot!r}: changes committed {pending_seconds:,.0f} s ago are not yet in the mirror (a "
-                        "follower stopped, or not keeping up: `flask fitkart follow`)")
+        warnings.append(f"slot {slot!r}: changes committed {pending_seconds:,.0f} s ago were not yet in the mirror "
+                        "when measured (a follower stopped, or not keeping up: `flask fitkart follow`)")
     return warnings
 
 

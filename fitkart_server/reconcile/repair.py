@@ -22,9 +22,9 @@ NAMED_REFUSALS = 20
 REASON_CHARACTERS = 200
 
 
-
 class Stopped(Exception):
     """SIGTERM during a copy or a repair the follower makes: it resumes (or runs again) at the next start."""
+
 
 def as_payload(row: dict) -> dict:
     """A Supabase row as the JSON a client would send (what the engine validates)."""

@@ -88,15 +88,17 @@ Event = Transaction | Change | Commit
 class WalSlot:
     """A named logical replication slot on the Supabase database, and what it holds for `tables`."""
 
-    def __init__(self, url: str, tables: list[str], name: str = DEFAULT_SLOT, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, tables: list[str], name: str = DEFAULT_SLOT, connect_timeout: int = 10,
+                 **settings) -> None:
         try:
-            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
+            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout, **settings)
         except psycopg.Error as error:
             raise PostgresUnavailable(f"cannot connect to PostgreSQL: {error}") from None
         self.url = url
         self._reader_connection: psycopg.Connection | None = None
         self.name = name
         self.tables = tables
+        self._lock = f"fitkart follow {name}"  # the advisory lock a follower of this slot holds
         info = self.connection.info
         self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
         self._loaders: dict[int, object] = {}
@@ -168,10 +170,11 @@ class WalSlot:
             raise WalSetupError(f"cannot create a replication slot: {error}") from None
 
     def drop(self) -> bool:
-        """Drop the slot (PostgreSQL then frees the WAL it kept); False when there was none."""
+        """Drop the slot (PostgreSQL then frees the WAL it kept); False when there was none. A session reading it
+        (a peek of the status page) holds it a moment: waited for, as a read is."""
         if not self.exists():
             return False
-        self.connection.execute("SELECT pg_drop_replication_slot(%s)", [self.name])
+        self._while_busy(lambda: self.connection.execute("SELECT pg_drop_replication_slot(%s)", [self.name]))
         return True
 
     def is_lost(self) -> bool:
@@ -182,8 +185,7 @@ class WalSlot:
 
     def hold(self) -> None:
         """Be the slot's only follower: a session lock for this connection's life, or an error naming the other."""
-        taken = self.connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                                        [f"fitkart follow {self.name}"]).fetchone()[0]
+        taken = self.connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [self._lock]).fetchone()[0]
         if not taken:
             # Two followers would apply the same transactions out of step, and the later could undo the newer.
             raise WalSetupError(f"another follower is running on slot {self.name!r} (it holds its lock): stop it "
@@ -326,27 +328,38 @@ class WalSlot:
             "FROM pg_replication_slots WHERE slot_name = %s", [self.name]).fetchone()
         return (row[0], int(row[1] or 0), int(row[2] or 0)) if row else (None, 0, 0)
 
-    def standing(self) -> tuple[bool, str | None]:
-        """Whether a session is reading the slot now (a running follower, mostly), and PostgreSQL's `wal_status`
-        for it (`lost`: WAL it needed is gone); (False, None) when there is no such slot."""
-        row = self.connection.execute("SELECT active, wal_status FROM pg_replication_slots WHERE slot_name = %s",
-                                      [self.name]).fetchone()
-        return (bool(row[0]), row[1]) if row else (False, None)
+    def condition(self) -> dict | None:
+        """The slot as PostgreSQL sees it now, in one query (None: no such slot): its confirmed `position`, the WAL
+        `behind` it and `kept` for it, its `wal_status` (`lost`: WAL it needed is gone), and whether a `follower`
+        runs on it (holds its lock: a follower reads the slot only now and then, so `active` would miss it)."""
+        row = self.connection.execute(
+            "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, EXISTS (SELECT 1 FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) AND classid::bigint = ((hashtext(%s)::bigint >> 32) & 4294967295) "
+            "AND objid::bigint = (hashtext(%s)::bigint & 4294967295)) "
+            "FROM pg_replication_slots WHERE slot_name = %s", [self._lock, self._lock, self.name]).fetchone()
+        if row is None:
+            return None
+        return {"position": row[0], "behind": int(row[1] or 0), "kept": int(row[2] or 0), "wal_status": row[3],
+                "follower": bool(row[4])}
 
-    def oldest_pending(self) -> datetime | None:
-        """When the oldest change of the mirrored tables after the slot's position was committed; None: none.
+    def oldest_pending(self) -> float | None:
+        """How long ago (by PostgreSQL's clock) the oldest change of the mirrored tables after the slot's position
+        was committed; None: there is none.
 
         A peek for one change, without consuming: PostgreSQL decodes from the slot to that change's
         transaction and no further (the caller bounds it with a statement_timeout). Other tables' traffic
-        is skipped: the follower confirms past it without applying anything.
+        and logical messages are skipped: the follower confirms past them without applying anything.
         """
         tables = ",".join(f"public.{table}" for table in self.tables)
-        query = sql.SQL("SELECT data FROM pg_logical_slot_peek_changes({}, NULL, 1, {}) LIMIT 1").format(
-            sql.Literal(self.name), sql.SQL(", ").join(sql.Literal(value) for value in (
-                "format-version", "2", "include-transaction", "false", "include-timestamp", "true",
-                "add-tables", tables)))
+        query = sql.SQL("SELECT data, clock_timestamp() FROM pg_logical_slot_peek_changes({}, NULL, 1, {}) LIMIT 1"
+                        ).format(sql.Literal(self.name), sql.SQL(", ").join(sql.Literal(value) for value in (
+                            "format-version", "2", "include-transaction", "false", "include-timestamp", "true",
+                            "add-tables", tables, "add-msg-prefixes", "fitkart-none")))
         row = self.connection.execute(query).fetchone()
-        return self._moment(json.loads(row[0]).get("timestamp")) if row else None
+        committed = self._moment(json.loads(row[0]).get("timestamp")) if row else None
+        return None if committed is None else max(0.0, (row[1] - committed).total_seconds())
 
     def close(self) -> None:
         """Disconnect (the slot stays)."""
