@@ -5,10 +5,15 @@
  * on first use with the options given to `configureLocalSync`, if any.
  */
 
-import { createLocalSync, type LocalSync, type LocalSyncOptions } from "./client.js";
+import { createLocalSync } from "./client.js";
+import type { LocalSync, LocalSyncOptions } from "./types.js";
 
-export { coalesce, createLocalSync } from "./client.js";
-export type { AccessTokenGetter, LocalSync, LocalSyncOptions, Rejection, SyncError, SyncStatus } from "./client.js";
+export { coalesce } from "./batching.js";
+export { createLocalSync } from "./client.js";
+export { SERVER_HEADER } from "./transport.js";
+export type {
+  AccessTokenGetter, AuthEvents, LocalSync, LocalSyncOptions, Rejection, SessionLike, SyncError, SyncStatus,
+} from "./types.js";
 export { IndexedDbStore } from "./indexeddb.js";
 export * from "./records.js";
 export {

@@ -51,8 +51,10 @@ function client(server: FakeServer, options: LocalSyncOptions = {}): LocalSync {
 }
 
 /** A whole-request refusal with the server's error body. */
+/** FitKart Sync's own refusal of a whole request; its 413 names a body limit every test body passes. */
 function refusal(code: number, message: string): Answer {
-  return { status: code, body: { code, status: code === 413 ? "Payload Too Large" : "Bad Request", message } };
+  return { status: code, body: { code, status: code === 413 ? "Payload Too Large" : "Bad Request", message,
+    ...(code === 413 ? { errors: { max_bytes: 64 } } : {}) } };
 }
 
 const opsOf = (batch: SentBatch) => batch.operations.map((o) => `${o.op} ${String(o.record.id ?? o.record.user_id)}`);
@@ -801,6 +803,7 @@ describe("ownership", () => {
     await sync.syncCartItem(cartRow(ID3, { user_id: OTHER }));
     await sync.syncProduct({ id: ID4, seller_id: USER });
     token = null;
+    sync.userChanged(token); // signed out: what follows is no one's
     await sync.deleteCartItem(ID4);
     assert.deepEqual((await sync.queued()).map((o) => [o.record.id, o.owner]),
       [[ID1, USER], [ID2, USER], [ID3, OTHER], [ID4, USER], [ID4, ""]]);
@@ -854,6 +857,7 @@ describe("ownership", () => {
     await sync.syncCartItem(cartRow(ID1));
     await sync.deleteCartItem(ID2);
     token = TOKEN_OTHER;
+    sync.userChanged(token);
     await sync.deleteCartItem(ID3);
     await sync.deleteCartItem(ID4);
     assert.equal((await sync.refresh()).parked, 2);

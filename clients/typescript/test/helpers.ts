@@ -1,6 +1,7 @@
 /** A fake FitKart Sync for unit tests: records each batch, answers as a handler says, and a settable /healthz. */
 
 import type { CartItemRecord, Operation } from "../src/records.js";
+import { SERVER_HEADER } from "../src/transport.js";
 import { MemoryStore, type ChangeVersion, type QueuedOperation } from "../src/store.js";
 
 export interface SentBatch {
@@ -10,9 +11,16 @@ export interface SentBatch {
   operations: Operation[];
   /** Each operation's version, in order. */
   versions: (ChangeVersion | undefined)[];
+  /** Each operation's ref, in order. */
+  refs: (string | undefined)[];
 }
 
-export type Answer = { status: number; body?: unknown } | Error;
+/**
+ * An answer of the fake server: FitKart Sync's own (its header; each result echoing its operation's `ref`, by
+ * position) unless `gateway` (a proxy's answer: no header) or `raw` (results left as given); `headers` added.
+ */
+export type Answer = { status: number; body?: unknown; gateway?: boolean; raw?: boolean;
+  headers?: Record<string, string> } | Error;
 
 /** The answer of a server that acknowledges every operation of a batch. */
 export function acknowledged(batch: SentBatch): Answer {
@@ -42,13 +50,14 @@ export class FakeServer {
       this.probes += 1;
       return json(this.healthy ? 200 : 503, this.healthy ? { status: "ok" } : { code: 503, message: "down" });
     }
-    const sent = (JSON.parse(String(init?.body)) as { operations: (Operation & { version?: ChangeVersion })[] })
-      .operations;
+    const sent = (JSON.parse(String(init?.body)) as { operations: (Operation & { version?: ChangeVersion;
+      ref?: string })[] }).operations;
     const batch: SentBatch = {
       url,
       headers: Object.fromEntries(Object.entries((init?.headers ?? {}) as Record<string, string>)),
-      operations: sent.map(({ version: _version, ...operation }) => operation),
+      operations: sent.map(({ version: _version, ref: _ref, ...operation }) => operation),
       versions: sent.map(({ version }) => version),
+      refs: sent.map(({ ref }) => ref),
     };
     this.sent.push(batch);
     const answer = this.answer(batch, this.sent.length - 1);
@@ -58,7 +67,13 @@ export class FakeServer {
     if (answer instanceof Error) {
       throw answer;
     }
-    return json(answer.status, answer.body ?? {});
+    const body = answer.body as { results?: unknown[] } | undefined;
+    const echoed = !answer.raw && Array.isArray(body?.results)
+      ? { ...body, results: body.results.map((result, index) => (typeof result === "object" && result !== null
+        ? { ...result, ref: batch.refs[index] } : result)) }
+      : answer.body;
+    return json(answer.status, echoed ?? {}, { ...(answer.gateway ? {} : { [SERVER_HEADER]: "test" }),
+      ...answer.headers });
   };
 
   /** All operations sent so far, in order. */
@@ -67,8 +82,8 @@ export class FakeServer {
   }
 }
 
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json", ...headers } });
 }
 
 /** A promise and the function that resolves it. */
