@@ -595,6 +595,111 @@ describe("answers that blame no operation", () => {
   });
 });
 
+describe("answers a gateway can give", () => {
+  /** A 413 or a 400 with a JSON message but without the server's header is a gateway's: kept, nothing split. */
+  for (const code of [400, 413]) {
+    test(`a whole-request ${code} in the server's shape but without its header keeps every operation`, async () => {
+      const server = new FakeServer();
+      server.answer = () => ({ ...refusal(code, "blocked"), gateway: true });
+      const sync = client(server, { maxRejected: 1 });
+      for (const id of [ID1, ID2, ID3]) {
+        await sync.deleteCartItem(id);
+      }
+      const status = await sync.flush();
+      assert.deepEqual([status.pending, status.rejected, server.sent.length], [3, 0, 1]);
+      assert.match(status.lastError!, new RegExp(`HTTP ${code}`));
+    });
+  }
+
+  /** The server's own 413 for one change smaller than the limit it names is no verdict on that change. */
+  test("a 413 for a lone change below the body limit the server names keeps it", async () => {
+    const server = new FakeServer();
+    server.answer = () => ({ status: 413, body: { code: 413, message: "Too large.", errors: { max_bytes: 1_000_000 } } });
+    const sync = client(server);
+    await sync.deleteCartItem(ID1);
+    const status = await sync.flush();
+    assert.deepEqual([status.pending, status.rejected], [1, 0]);
+  });
+
+  /** Results come back reversed (a proxy): each is matched by its ref, so the refused one is the one set aside. */
+  test("results are matched to operations by their ref, whatever their order", async () => {
+    const server = new FakeServer();
+    server.answer = (batch) => ({ status: 200, raw: true, body: { results: batch.operations.map((operation, index) => (
+      operation.record.id === ID2 ? { error: { code: 422, message: "Invalid record." }, ref: batch.refs[index] }
+        : { deleted: 1, ref: batch.refs[index] })).reverse() } });
+    const sync = client(server);
+    for (const id of [ID1, ID2, ID3]) {
+      await sync.deleteCartItem(id);
+    }
+    const status = await sync.flush();
+    assert.deepEqual([status.pending, status.rejected], [0, 1]);
+    assert.deepEqual((await sync.rejections()).map((r) => r.operation.record.id), [ID2]);
+    assert.equal(new Set(server.sent[0]!.refs).size, 3);
+  });
+
+  /** A result naming no operation sent (or none for one) leaves that operation queued. */
+  test("an operation no result names is kept", async () => {
+    const server = new FakeServer();
+    server.answer = () => ({ status: 200, raw: true, body: { results: [{ deleted: 1, ref: "not-sent" }] } });
+    const sync = client(server);
+    await sync.deleteCartItem(ID1);
+    const status = await sync.flush();
+    assert.deepEqual([status.pending, status.rejected], [1, 0]);
+  });
+
+  /** A 429 with Retry-After: flush() sends nothing until it has passed, and nextRetryAt is no sooner. */
+  test("Retry-After holds every send until it has passed", async () => {
+    const server = new FakeServer();
+    server.answer = () => ({ status: 429, body: { code: 429, message: "Slow down." }, headers: { "Retry-After": "30" } });
+    const sync = client(server);
+    await sync.deleteCartItem(ID1);
+    const before = Date.now();
+    const status = await sync.flush();
+    assert.ok(status.nextRetryAt! >= before + 30_000, `next retry in ${status.nextRetryAt! - before} ms`);
+    await sync.flush();
+    await sync.flush();
+    assert.equal(server.sent.length, 1);
+  });
+});
+
+describe("who owns a change", () => {
+  /** With supabase-js's auth events, a change belongs to the user signed in when it was made, however slowly the
+   * token getter answers. */
+  test("a change made before another user signs in stays the first user's", async () => {
+    const server = new FakeServer();
+    const listeners: ((event: string, session: { access_token?: string } | null) => void)[] = [];
+    const auth = { onAuthStateChange: (callback: (typeof listeners)[number]) => {
+      listeners.push(callback);
+      return { data: { subscription: { unsubscribe: () => undefined } } };
+    } };
+    let token = TOKEN;
+    const slow = deferred();
+    const sync = client(server, { auth, getAccessToken: async () => {
+      await slow.promise;
+      return token;
+    } });
+    listeners.forEach((listener) => listener("INITIAL_SESSION", { access_token: TOKEN }));
+    const made = sync.deleteCartItem(ID1); // by USER
+    token = TOKEN_OTHER;
+    listeners.forEach((listener) => listener("SIGNED_IN", { access_token: TOKEN_OTHER }));
+    slow.resolve();
+    await made;
+    assert.deepEqual((await sync.queued()).map((o) => o.owner), [USER]);
+  });
+
+  /** userChanged() tells the client of a sign-in without auth events: later changes are that user's. */
+  test("userChanged makes the next change the new user's", async () => {
+    const server = new FakeServer();
+    let token: string | null = TOKEN;
+    const sync = client(server, { getAccessToken: () => token });
+    await sync.deleteCartItem(ID1);
+    token = TOKEN_OTHER;
+    sync.userChanged(token);
+    await sync.deleteCartItem(ID2);
+    assert.deepEqual((await sync.queued()).map((o) => o.owner), [USER, OTHER]);
+  });
+});
+
 describe("failures and retries", () => {
   /** A 5xx keeps the whole queue; lastError says what happened and nextRetryAt when the next try is. */
   test("a server error keeps the queue, sets lastError and nextRetryAt", async () => {
