@@ -37,10 +37,11 @@ def test_package_builds_javascript_and_type_declarations(npm):
     result = run(npm, "run", "build")
     assert result.returncode == 0, result.stdout + result.stderr
     for folder in ("dist", "dist/cjs"):
-        for name in ("index", "client", "store", "indexeddb", "coordination", "token", "records"):
+        for name in ("index", "client", "store", "indexeddb", "coordination", "token", "records", "types", "owner",
+                     "sender", "batching", "transport", "status", "events"):
             assert (CLIENT / folder / f"{name}.js").is_file()
             assert (CLIENT / folder / f"{name}.d.ts").is_file()
-    declarations = (CLIENT / "dist" / "client.d.ts").read_text()
+    declarations = (CLIENT / "dist" / "types.d.ts").read_text()
     assert "syncCartItem(item: CartItemRecord): Promise<void>;" in declarations
 
 
