@@ -26,10 +26,14 @@ export class SignedIn {
     this.unsubscribe = () => subscription?.data.subscription.unsubscribe();
   }
 
-  /** The access token, and the user it names learnt from it; null without a getter. */
-  async token(forceRefresh: boolean): Promise<string | null> {
+  /**
+   * The access token and the user it names (`ANYONE`: none; undefined without a getter: no tokens used). With auth
+   * events, who is signed in is learnt from them alone: a getter answering late with an older session must not
+   * undo a sign-in it did not see. Requests are sent for the token's own user, never for `user`.
+   */
+  async token(forceRefresh: boolean): Promise<{ token: string | null; user: string | undefined }> {
     if (!this.getter) {
-      return null;
+      return { token: null, user: undefined };
     }
     let token: string | null;
     try {
@@ -37,8 +41,11 @@ export class SignedIn {
     } catch (error) {
       throw new Error(`the access token getter failed: ${describe(error)}`);
     }
-    this.learn(tokenSubject(token));
-    return token;
+    const subject = tokenSubject(token);
+    if (!this.watching || !this.known) {
+      this.learn(subject);
+    }
+    return { token, user: subject ?? ANYONE };
   }
 
   /** The signed-in user now, asking the getter (undefined when no tokens are used). */

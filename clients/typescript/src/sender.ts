@@ -98,10 +98,10 @@ export class Sender {
       return; // a drain queued behind one that failed: the back-off decides when to try again
     }
     const { store, signedIn } = this.host;
+    // Each batch goes with a token and holds only that token's user's operations (and no one's).
     let rejected = false;
     for (;;) {
-      const token = await signedIn.token(false);
-      const user = signedIn.user;
+      const { token, user } = await signedIn.token(false);
       const operations = await store.head(user, this.window.size);
       if (operations.length === 0) {
         break;
@@ -111,8 +111,7 @@ export class Sender {
       if (outcome.kind === "not-theirs") {
         // Go on with the new user's operations if the session now names them; a getter that still answers the
         // old token is a session in flux: try later rather than loop.
-        await signedIn.token(false);
-        if (signedIn.user !== user) {
+        if ((await signedIn.token(false)).user !== user) {
           continue;
         }
         this.failed("the access token was refused and its refresh names another user (or none)", null);
@@ -157,7 +156,7 @@ export class Sender {
     }
     return async () => {
       const fresh = await this.host.signedIn.token(true);
-      return this.host.signedIn.user === user ? fresh : false;
+      return fresh.user === user ? fresh.token : false;
     };
   }
 

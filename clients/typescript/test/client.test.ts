@@ -687,6 +687,23 @@ describe("who owns a change", () => {
     assert.deepEqual((await sync.queued()).map((o) => o.owner), [USER]);
   });
 
+  /** A getter still answering the old session after an auth event: nothing of the new user's goes with it. */
+  test("a batch holds only its token's user's changes, whoever the events say is signed in", async () => {
+    const server = new FakeServer();
+    let listener: ((event: string, session: { access_token?: string } | null) => void) | undefined;
+    const auth = { onAuthStateChange: (callback: NonNullable<typeof listener>) => {
+      listener = callback;
+      return { data: { subscription: { unsubscribe: () => undefined } } };
+    } };
+    const sync = client(server, { auth, getAccessToken: () => TOKEN }); // a session cache not yet refreshed
+    listener!("INITIAL_SESSION", { access_token: TOKEN });
+    listener!("SIGNED_IN", { access_token: TOKEN_OTHER });
+    await sync.deleteCartItem(ID1); // the other user's change
+    const status = await sync.flush();
+    assert.deepEqual(server.sent.flatMap(opsOf), []);
+    assert.deepEqual([(await sync.queued()).map((o) => o.owner), status.pending], [[OTHER], 1]);
+  });
+
   /** userChanged() tells the client of a sign-in without auth events: later changes are that user's. */
   test("userChanged makes the next change the new user's", async () => {
     const server = new FakeServer();
