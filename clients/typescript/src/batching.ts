@@ -81,6 +81,12 @@ export class BatchWindow {
     this.splits += 1;
   }
 
+  /** A gateway refused a request of `count` operations for its size: try half as many next time, learning no
+   * ceiling (a gateway's limit is not the server's, and it may be lifted). */
+  shrink(count: number): void {
+    this.size = Math.max(1, Math.floor(count / 2));
+  }
+
   /** A request was answered: read twice as many next time (up to the ceiling). */
   grow(): void {
     this.size = Math.min(this.ceiling, this.size * 2);

@@ -9,7 +9,7 @@
 import { Coordination, type Message, type SenderState } from "./coordination.js";
 import { Listeners } from "./events.js";
 import { IndexedDbStore, hasIndexedDb } from "./indexeddb.js";
-import { SignedIn, describe } from "./owner.js";
+import { SignedIn } from "./owner.js";
 import {
   KEYS, type AuthUserLike, type CartItemRecord, type Collection, type Operation, type OrderRecord, type ProductRecord,
   type ProfileRecord, type RowRecord, type UserRoleRecord, type WishlistItemRecord,
@@ -18,8 +18,8 @@ import { Sender } from "./sender.js";
 import { StatusBoard } from "./status.js";
 import { MemoryStore, identify, mayBeSentBy, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
 import type { LocalSync, LocalSyncOptions, Rejection, SyncError, SyncStatus } from "./types.js";
+import { DONE, describe } from "./util.js";
 
-const DONE: Promise<void> = Promise.resolve();
 // A flush asked of the sender tab resolves after this long even if the sender never answers.
 const FLUSH_ANSWER_MS = 30_000;
 const ENQUEUES_PER_WRITE = 1000;
@@ -35,9 +35,9 @@ interface Unwritten {
 }
 
 class LocalSyncClient implements LocalSync {
-  readonly store: OutboxStore;
-  readonly signedIn: SignedIn;
-  readonly random: () => number;
+  private readonly store: OutboxStore;
+  private readonly signedIn: SignedIn;
+  private readonly random: () => number;
   private readonly ownsStore: boolean;
   private readonly coordination: Coordination;
   private readonly sending: Sender;
@@ -54,7 +54,7 @@ class LocalSyncClient implements LocalSync {
     if ((globalThis as { document?: Document }).document?.visibilityState === "visible") this.nudge();
   };
 
-  constructor(readonly options: LocalSyncOptions) {
+  constructor(private readonly options: LocalSyncOptions) {
     const baseUrl = (options.baseUrl ?? "http://localhost:5000").replace(/\/+$/, "");
     const fetcher = options.fetch ?? ((...args: Parameters<typeof fetch>) => globalThis.fetch(...args));
     this.random = options.random ?? Math.random;
@@ -63,10 +63,19 @@ class LocalSyncClient implements LocalSync {
     this.store = options.store ?? (hasIndexedDb() ? new IndexedDbStore(name) : new MemoryStore());
     this.board = new StatusBoard(this.store, () => this.signedIn.user, options.maxQueue ?? 10_000, () => this.sender);
     this.coordination = new Coordination(name, (message) => this.hear(message));
-    this.sending = new Sender(this, baseUrl, fetcher);
     // A user signing in (again) gets their waiting changes sent now; every tab recounts what it may send.
     this.signedIn = new SignedIn(options.getAccessToken, () => queueMicrotask(() => this.userSwitched()),
       options.auth);
+    this.sending = new Sender({
+      store: this.store, signedIn: this.signedIn, options, random: this.random,
+      state: () => this.board.senderState,
+      setState: (change) => this.setState(change),
+      changed: () => this.changed(),
+      rejected: (rejection) => this.rejected(rejection),
+      report: (error) => this.report(error),
+      written: () => this.writing ?? DONE,
+      automatic: () => this.automatic(),
+    }, baseUrl, fetcher);
     if (options.autoStart ?? true) {
       this.start();
     } else {
@@ -224,13 +233,8 @@ class LocalSyncClient implements LocalSync {
     }
   }
 
-  // What the sender (sender.ts) asks of this client.
-
-  state(): SenderState {
-    return this.board.senderState;
-  }
-
-  setState(change: Partial<SenderState>): void {
+  /** The sender's state changed (this tab's, when it sends): tell the listeners, and the other tabs. */
+  private setState(change: Partial<SenderState>): void {
     this.board.senderState = { ...this.board.senderState, ...change };
     if (this.sender) {
       this.coordination.post({ type: "state", state: this.board.senderState });
@@ -239,26 +243,24 @@ class LocalSyncClient implements LocalSync {
   }
 
   /** The queue changed here: recount, and tell the other tabs to. */
-  changed(): void {
+  private changed(): void {
     void this.refresh();
     this.coordination.post({ type: "changed" });
   }
 
-  rejected({ seq, operation, error }: StoredRejection): void {
+  /** Operations set aside: say so here, and in every tab. */
+  private rejected({ seq, operation, error }: StoredRejection): void {
     this.setState({ lastError: `${operation.op} ${operation.collection} refused: ${error.message ?? error.status ?? error.code}` });
     this.announce({ seq, operation, error });
     this.coordination.post({ type: "rejected", seq, operation, error });
   }
 
-  report(error: SyncError): void {
+  private report(error: SyncError): void {
     this.errorListeners.emit(error, this.options.onError);
   }
 
-  written(): Promise<void> {
-    return this.writing ?? DONE;
-  }
-
-  automatic(): boolean {
+  /** Whether timers may send on their own (started automatically, and not stopped). */
+  private automatic(): boolean {
     return !this.stopped && (this.options.autoStart ?? true);
   }
 

@@ -7,6 +7,7 @@ import type { RowRecord } from "./records.js";
 import { ANYONE } from "./store.js";
 import { tokenSubject } from "./token.js";
 import type { AccessTokenGetter, AuthEvents, SessionLike } from "./types.js";
+import { describe } from "./util.js";
 
 export class SignedIn {
   /** The signed-in user (`ANYONE`: no one); undefined when no tokens are used, so anyone may send anything. */
@@ -15,13 +16,15 @@ export class SignedIn {
   private known = false;
   /** Whether auth events tell of every sign-in and sign-out (else each change asks the getter for the next one). */
   private readonly watching: boolean;
+  /** Counts what the app told (auth events, `userChanged()`): a getter's answer to a call made before is older. */
+  private told = 0;
   private readonly unsubscribe: () => void;
 
   constructor(private readonly getter: AccessTokenGetter | undefined, private readonly changed: () => void,
     auth?: AuthEvents) {
     this.user = getter ? ANYONE : undefined;
     // Without a token getter nothing is sent as anyone in particular: who signs in does not matter.
-    const subscription = getter ? auth?.onAuthStateChange((_event, session) => this.learn(subjectOf(session))) : null;
+    const subscription = getter ? auth?.onAuthStateChange((_event, session) => this.tell(subjectOf(session))) : null;
     this.watching = Boolean(subscription);
     this.unsubscribe = () => subscription?.data.subscription.unsubscribe();
   }
@@ -35,6 +38,7 @@ export class SignedIn {
     if (!this.getter) {
       return { token: null, user: undefined };
     }
+    const told = this.told;
     let token: string | null;
     try {
       token = (await this.getter({ forceRefresh })) ?? null;
@@ -42,7 +46,7 @@ export class SignedIn {
       throw new Error(`the access token getter failed: ${describe(error)}`);
     }
     const subject = tokenSubject(token);
-    if (!this.watching || !this.known) {
+    if ((!this.watching || !this.known) && told === this.told) {
       this.learn(subject);
     }
     return { token, user: subject ?? ANYONE };
@@ -77,7 +81,7 @@ export class SignedIn {
   /** The app says who is signed in now (an access token, or null for no one). */
   userChanged(token: string | null | undefined): void {
     if (this.getter) {
-      this.learn(tokenSubject(token));
+      this.tell(tokenSubject(token));
     }
   }
 
@@ -85,13 +89,22 @@ export class SignedIn {
     this.unsubscribe();
   }
 
-  /** A user learnt (null: no one signed in); a different one than before is told to `changed`. */
+  /** The app says who is signed in: it outranks any getter answer to a call made before. */
+  private tell(subject: string | null): void {
+    this.told += 1;
+    this.learn(subject);
+  }
+
+  /**
+   * A user learnt (null: no one signed in). A different one than a user known before is told to `changed`; the
+   * first one learnt is not (each tab learns it as it loads, and the sender sends at its election anyway).
+   */
   private learn(subject: string | null): void {
     const user = subject ?? ANYONE;
-    const different = user !== this.user;
+    const switched = this.known && user !== this.user;
     this.user = user;
     this.known = true;
-    if (different) {
+    if (switched) {
       this.changed();
     }
   }
@@ -101,6 +114,3 @@ function subjectOf(session: SessionLike | null): string | null {
   return session?.user?.id ?? tokenSubject(session?.access_token) ?? null;
 }
 
-export function describe(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-}

@@ -5,13 +5,13 @@
 
 import { BatchWindow, coalesce, resultsFor, type Group } from "./batching.js";
 import type { SenderState } from "./coordination.js";
-import { describe, type SignedIn } from "./owner.js";
+import type { SignedIn } from "./owner.js";
 import type { ServerError } from "./records.js";
 import type { OutboxStore, StoredRejection } from "./store.js";
 import { Transport, type Refresh } from "./transport.js";
 import type { LocalSyncOptions, SyncError } from "./types.js";
+import { DONE, describe, unref } from "./util.js";
 
-const DONE: Promise<void> = Promise.resolve();
 // Per-operation answers worth retrying; a 403 there is a row the caller may not touch: final.
 const RETRYABLE_RESULTS = new Set([408, 425, 429]);
 // The first pause between two halvings of a refused request; it doubles with each (up to retryBaseMs).
@@ -45,6 +45,7 @@ export class Sender {
   private timer: ReturnType<typeof setTimeout> | null = null;
   /** Nothing is sent before this moment (ms since the epoch): the Retry-After last asked for. */
   private notBefore = 0;
+  private stopped = false;
 
   constructor(private readonly host: SenderHost, baseUrl: string, fetcher: typeof fetch) {
     const options = host.options;
@@ -75,6 +76,7 @@ export class Sender {
   }
 
   stop(): void {
+    this.stopped = true;
     this.clearRetry();
   }
 
@@ -118,6 +120,9 @@ export class Sender {
         return;
       }
       if (outcome.kind === "failed") {
+        if (outcome.smaller) {
+          this.window.shrink(operations.length); // paced by the back-off, and nothing set aside
+        }
         this.failed(outcome.message, outcome.retryAfterMs);
         return;
       }
@@ -136,6 +141,9 @@ export class Sender {
         this.window.halve(operations.length);
         const retryBase = this.host.options.retryBaseMs ?? 1000;
         await pause(Math.min(retryBase, SPLIT_PAUSE_MS * 2 ** (this.window.splits - 1)));
+        if (this.stopped) {
+          return;
+        }
         continue;
       }
       await this.reject([{ group: batch[0]!, error: outcome.error }]);
@@ -245,10 +253,4 @@ export class Sender {
 
 function pause(ms: number): Promise<void> {
   return new Promise((resume) => setTimeout(resume, ms));
-}
-
-/** Let Node exit while a timer is pending (browsers have no unref). */
-export function unref(timer: unknown): unknown {
-  (timer as { unref?: () => void }).unref?.();
-  return timer;
 }

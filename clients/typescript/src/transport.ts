@@ -4,13 +4,15 @@
  */
 
 import type { Group } from "./batching.js";
-import { describe } from "./owner.js";
 import type { ServerError } from "./records.js";
+import { describe } from "./util.js";
 
 /** The header FitKart Sync puts on every answer of its own: a gateway's answer does not carry it by accident. */
 export const SERVER_HEADER = "FitKart-Sync";
 // Whole-request answers that may blame the body: one of its operations is at fault (too deep, too large, invalid).
 const SPLITTABLE_STATUSES = new Set([400, 413, 422]);
+// Answers whose Retry-After is heeded: "too many requests" and "unavailable"; any other failure backs off as ever.
+const RETRY_AFTER_STATUSES = new Set([429, 503]);
 // The longest Retry-After taken as said: a gateway's "come back tomorrow" must not park the queue for a day.
 const RETRY_AFTER_MOST_MS = 15 * 60_000;
 // The probe of /healthz gives up after this long: a hung server is an unreachable one.
@@ -21,8 +23,11 @@ export type Outcome =
   | { kind: "results"; results: unknown[] }
   /** The server itself refused the request for its body: one of its operations is at fault. */
   | { kind: "refused"; error: ServerError }
-  /** Nobody's data's fault (unreachable, 5xx, 429, a gateway's refusal, a wrong address): kept, tried again. */
-  | { kind: "failed"; message: string; retryAfterMs: number | null }
+  /**
+   * Nobody's data's fault (unreachable, 5xx, 429, a gateway's refusal, a wrong address): kept, tried again;
+   * `smaller` when a gateway refused a request of several operations for its size (fewer are tried next).
+   */
+  | { kind: "failed"; message: string; retryAfterMs: number | null; smaller?: boolean }
   /** A 401, and the refreshed token names another user (or none): the batch is not theirs to send. */
   | { kind: "not-theirs" };
 
@@ -38,18 +43,18 @@ export class Transport {
     const body = JSON.stringify({
       operations: batch.map(({ op, collection, record, version, ref }) => ({ op, collection, record, version, ref })),
     });
-    let response = await this.post(body, token, keepalive);
-    if (response instanceof Response && response.status === 401 && refresh) {
+    let sent = await this.post(body, token, keepalive);
+    if ("response" in sent && sent.response.status === 401 && refresh) {
       const fresh = await refresh();
       if (fresh === false) {
         return { kind: "not-theirs" };
       }
-      response = await this.post(body, fresh, keepalive);
+      sent = await this.post(body, fresh, keepalive);
     }
-    if (!(response instanceof Response)) {
-      return { kind: "failed", message: `server unreachable: ${describe(response)}`, retryAfterMs: null };
+    if (!("response" in sent)) {
+      return { kind: "failed", message: `server unreachable: ${describe(sent.error)}`, retryAfterMs: null };
     }
-    return classify(response, batch.length, new TextEncoder().encode(body).length);
+    return classify(sent.response, batch.length, new TextEncoder().encode(body).length);
   }
 
   /** Whether the server answers /healthz; why not, when it does not. */
@@ -64,16 +69,17 @@ export class Transport {
   }
 
   /** The response, or what the fetch threw (abandoned after the timeout, refused, offline). */
-  private async post(body: string, bearer: string | null, keepalive: boolean): Promise<Response | unknown> {
+  private async post(body: string, bearer: string | null,
+    keepalive: boolean): Promise<{ response: Response } | { error: unknown }> {
     const headers: Record<string, string> = { "Content-Type": "application/json" };
     if (bearer) {
       headers.Authorization = `Bearer ${bearer}`;
     }
     try {
-      return await this.fetcher(`${this.baseUrl}/api/sync/batch`, { method: "POST", headers, body, keepalive,
-        signal: AbortSignal.timeout(this.timeoutMs) });
+      return { response: await this.fetcher(`${this.baseUrl}/api/sync/batch`, { method: "POST", headers, body,
+        keepalive, signal: AbortSignal.timeout(this.timeoutMs) }) };
     } catch (error) {
-      return error;
+      return { error };
     }
   }
 }
@@ -99,7 +105,8 @@ export async function classify(response: Response, count: number, bytes: number)
     return { kind: "refused", error };
   }
   return { kind: "failed", message: `HTTP ${response.status}: ${error.message ?? error.status ?? "error"}`,
-    retryAfterMs: retryAfterMs(response) };
+    retryAfterMs: RETRY_AFTER_STATUSES.has(response.status) ? retryAfterMs(response) : null,
+    smaller: response.status === 413 && !fromServer && count > 1 };
 }
 
 /** The body limit a 413 of the server names (`errors.max_bytes`); none named: no size is known to be too large. */

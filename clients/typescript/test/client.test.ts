@@ -611,6 +611,35 @@ describe("answers a gateway can give", () => {
     });
   }
 
+  /** A gateway's body limit refusing a batch of several: fewer are tried next time, after the back-off. */
+  test("a gateway's 413 for several changes makes the next request smaller, setting nothing aside", async () => {
+    const server = new FakeServer();
+    server.answer = (batch) => (batch.operations.length > 2 ? { ...refusal(413, "Too large."), gateway: true }
+      : acknowledged(batch));
+    const sync = client(server, { maxBatch: 8 });
+    for (let index = 0; index < 8; index += 1) {
+      await sync.deleteCartItem(`row-${index}`);
+    }
+    for (let attempt = 0; attempt < 4 && sync.status().pending + (await sync.refresh()).pending > 0; attempt += 1) {
+      await sync.flush();
+    }
+    assert.deepEqual(server.sent.map((batch) => batch.operations.length).slice(0, 3), [8, 4, 2]);
+    assert.equal((await sync.refresh()).rejected, 0);
+  });
+
+  /** A fetch of another realm (undici, an iframe's, a test double) answers what is not this realm's Response. */
+  test("an answer that is not this realm's Response is read all the same", async () => {
+    const fetcher = (async (_url: string, init?: RequestInit) => {
+      const operations = (JSON.parse(String(init?.body)) as { operations: { ref: string }[] }).operations;
+      return { ok: true, status: 200, headers: new Headers({ "FitKart-Sync": "test" }),
+        json: async () => ({ results: operations.map(({ ref }) => ({ deleted: 1, ref })) }) };
+    }) as unknown as typeof fetch;
+    const sync = createLocalSync({ fetch: fetcher, name: uniqueName(), autoStart: false });
+    clients.push(sync);
+    await sync.deleteCartItem(ID1);
+    assert.deepEqual([(await sync.flush()).pending, sync.status().lastError], [0, null]);
+  });
+
   /** The server's own 413 for one change smaller than the limit it names is no verdict on that change. */
   test("a 413 for a lone change below the body limit the server names keeps it", async () => {
     const server = new FakeServer();
@@ -702,6 +731,26 @@ describe("who owns a change", () => {
     const status = await sync.flush();
     assert.deepEqual(server.sent.flatMap(opsOf), []);
     assert.deepEqual([(await sync.queued()).map((o) => o.owner), status.pending], [[OTHER], 1]);
+  });
+
+  /** A getter call made before userChanged() and answered after it undoes nothing the app said. */
+  test("a slow getter's older answer does not undo userChanged", async () => {
+    const server = new FakeServer();
+    const slow = deferred();
+    let late = false;
+    const sync = client(server, { getAccessToken: async () => {
+      if (late) await slow.promise; // answers late, with the session as it was when asked
+      return TOKEN;
+    } });
+    await sync.deleteCartItem(ID1); // USER's
+    late = true;
+    await sync.syncCartItem(cartRow(ID3)); // asks the getter in the background: it answers after userChanged
+    sync.userChanged(TOKEN_OTHER);
+    slow.resolve();
+    await settle();
+    late = false;
+    await sync.deleteCartItem(ID2);
+    assert.deepEqual((await sync.queued()).map((o) => o.owner), [USER, USER, OTHER]);
   });
 
   /** userChanged() tells the client of a sign-in without auth events: later changes are that user's. */
