@@ -95,7 +95,9 @@ def status_page():
 def _slots_now(followers: list[dict]) -> dict:
     """Each follower's slot as PostgreSQL sees it (when SUPABASE_DB_URL is set), and what is past the thresholds."""
     url = current_app.config.get("SUPABASE_DB_URL")
-    watch = current_app.extensions.setdefault("fitkart_slot_watch", SlotWatch(url)) if url else None
+    if url and "fitkart_slot_watch" not in current_app.extensions:  # one per process: it keeps its readings
+        current_app.extensions["fitkart_slot_watch"] = SlotWatch(url)
+    watch = current_app.extensions["fitkart_slot_watch"] if url else None
     slots = watch.readings([follower["_id"] for follower in followers]) if watch else {}
     warnings = [warning for follower in followers
                 for warning in follower_warnings(follower, slots.get(follower["_id"]), current_app.config)]

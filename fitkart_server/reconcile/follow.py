@@ -127,7 +127,7 @@ def writes_of(engine: SyncEngine, change: Change) -> list[Write]:
 
 
 def by_identity(change: Change) -> bool:
-    """A delete that carries neither the Supabase id nor the mirror's key (see ids_by_identity)."""
+    """A delete that carries neither the Supabase id nor the mirror's key (see records_by_identity)."""
     entity = BY_COLLECTION[change.table]
     return change.action == "delete" and "id" not in change.record and \
         not all(name in change.record for name in entity.key)

@@ -16,7 +16,7 @@ import {
 } from "./records.js";
 import { Sender } from "./sender.js";
 import { StatusBoard } from "./status.js";
-import { MemoryStore, identify, mayBeSentBy, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
+import { ANYONE, MemoryStore, identify, mayBeSentBy, type OutboxStore, type QueuedOperation, type StoredRejection } from "./store.js";
 import type { LocalSync, LocalSyncOptions, Rejection, SyncError, SyncStatus } from "./types.js";
 import { DONE, describe } from "./util.js";
 
@@ -196,7 +196,7 @@ class LocalSyncClient implements LocalSync {
   async parkedOwners(): Promise<{ owner: string; count: number }[]> {
     const user = await this.signedIn.current();
     return [...(await this.store.owners())]
-      .filter(([owner]) => owner !== "" && owner !== user && user !== undefined)
+      .filter(([owner]) => owner !== ANYONE && owner !== user && user !== undefined)
       .map(([owner, count]) => ({ owner, count }));
   }
 

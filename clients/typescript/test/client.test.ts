@@ -20,6 +20,7 @@ import {
 import {
   FakeServer,
   FlakyStore,
+  fakeAuth,
   OTHER,
   USER,
   acknowledged,
@@ -696,21 +697,17 @@ describe("who owns a change", () => {
    * token getter answers. */
   test("a change made before another user signs in stays the first user's", async () => {
     const server = new FakeServer();
-    const listeners: ((event: string, session: { access_token?: string } | null) => void)[] = [];
-    const auth = { onAuthStateChange: (callback: (typeof listeners)[number]) => {
-      listeners.push(callback);
-      return { data: { subscription: { unsubscribe: () => undefined } } };
-    } };
+    const { auth, emit } = fakeAuth();
     let token = TOKEN;
     const slow = deferred();
     const sync = client(server, { auth, getAccessToken: async () => {
       await slow.promise;
       return token;
     } });
-    listeners.forEach((listener) => listener("INITIAL_SESSION", { access_token: TOKEN }));
+    emit("INITIAL_SESSION", TOKEN);
     const made = sync.deleteCartItem(ID1); // by USER
     token = TOKEN_OTHER;
-    listeners.forEach((listener) => listener("SIGNED_IN", { access_token: TOKEN_OTHER }));
+    emit("SIGNED_IN", TOKEN_OTHER);
     slow.resolve();
     await made;
     assert.deepEqual((await sync.queued()).map((o) => o.owner), [USER]);
@@ -719,14 +716,10 @@ describe("who owns a change", () => {
   /** A getter still answering the old session after an auth event: nothing of the new user's goes with it. */
   test("a batch holds only its token's user's changes, whoever the events say is signed in", async () => {
     const server = new FakeServer();
-    let listener: ((event: string, session: { access_token?: string } | null) => void) | undefined;
-    const auth = { onAuthStateChange: (callback: NonNullable<typeof listener>) => {
-      listener = callback;
-      return { data: { subscription: { unsubscribe: () => undefined } } };
-    } };
+    const { auth, emit } = fakeAuth();
     const sync = client(server, { auth, getAccessToken: () => TOKEN }); // a session cache not yet refreshed
-    listener!("INITIAL_SESSION", { access_token: TOKEN });
-    listener!("SIGNED_IN", { access_token: TOKEN_OTHER });
+    emit("INITIAL_SESSION", TOKEN);
+    emit("SIGNED_IN", TOKEN_OTHER);
     await sync.deleteCartItem(ID1); // the other user's change
     const status = await sync.flush();
     assert.deepEqual(server.sent.flatMap(opsOf), []);

@@ -2,6 +2,7 @@
 
 import type { CartItemRecord, Operation } from "../src/records.js";
 import { SERVER_HEADER } from "../src/transport.js";
+import type { AuthEvents, SessionLike } from "../src/types.js";
 import { MemoryStore, type ChangeVersion, type QueuedOperation } from "../src/store.js";
 
 export interface SentBatch {
@@ -154,4 +155,16 @@ export async function settle(rounds = 20): Promise<void> {
   for (let round = 0; round < rounds; round += 1) {
     await new Promise((resolve) => setImmediate(resolve));
   }
+}
+
+/** supabase-js's `supabase.auth` as far as the client uses it; `emit` tells its listeners of a session change. */
+export function fakeAuth(): { auth: AuthEvents; emit: (event: string, token: string | null) => void } {
+  const listeners: ((event: string, session: SessionLike | null) => void)[] = [];
+  const auth: AuthEvents = { onAuthStateChange: (callback) => {
+    listeners.push(callback);
+    return { data: { subscription: { unsubscribe: () => undefined } } };
+  } };
+  const emit = (event: string, token: string | null) =>
+    listeners.forEach((listener) => listener(event, token ? { access_token: token } : null));
+  return { auth, emit };
 }
